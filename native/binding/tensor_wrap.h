@@ -1,0 +1,44 @@
+// The JS handle of a native tensor. Type-tagged so a foreign object is refused, and
+// disposable: after dispose() every use is a TypeError, never a dangling pointer.
+#pragma once
+#include <napi.h>
+#include <optional>
+#include "core/tensor.h"
+
+namespace vlm::js {
+
+class JsTensor : public Napi::ObjectWrap<JsTensor> {
+ public:
+  static Napi::Function define(Napi::Env env);
+  // The JsTensor behind v, or nullptr when v is not a vlmkit tensor handle.
+  static JsTensor* unwrap_or_null(const Napi::Value& v);
+
+  explicit JsTensor(const Napi::CallbackInfo& info);
+  ~JsTensor() override;
+
+  bool disposed() const { return !t_.has_value(); }
+  const Tensor& tensor() const { return *t_; }
+  void release();
+
+ private:
+  Napi::Value dispose(const Napi::CallbackInfo& info);
+  Napi::Value get_disposed(const Napi::CallbackInfo& info);
+  Napi::Value get_shape(const Napi::CallbackInfo& info);
+  Napi::Value get_strides(const Napi::CallbackInfo& info);
+  Napi::Value get_offset(const Napi::CallbackInfo& info);
+  Napi::Value get_dtype(const Napi::CallbackInfo& info);
+  Napi::Value get_device(const Napi::CallbackInfo& info);
+  Napi::Value get_storage_bytes(const Napi::CallbackInfo& info);
+  Napi::Value get_contiguous(const Napi::CallbackInfo& info);
+
+  std::optional<Tensor> t_;
+  int64_t reported_ = 0;  // external bytes reported to V8's GC heuristics
+  napi_env env_;
+};
+
+struct AddonData {
+  Napi::FunctionReference tensor_ctor;
+  std::optional<Tensor> pending;  // handed from wrap() to the constructor
+};
+
+}  // namespace vlm::js

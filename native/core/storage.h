@@ -1,0 +1,22 @@
+// A block of device memory, shared by every tensor view onto it.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include "core/dtype.h"
+
+namespace vlm {
+
+struct Storage {
+  void* data = nullptr;
+  size_t nbytes = 0;
+  Device device = Device::CPU;
+  Storage(size_t nbytes, Device device);  // throws vlm::Error when out of memory
+  ~Storage();
+  Storage(const Storage&) = delete;
+  Storage& operator=(const Storage&) = delete;
+};
+
+using StoragePtr = std::shared_ptr<Storage>;
+
+}  // namespace vlm

@@ -1,0 +1,2 @@
+// placeholder: filled by the layer_norm family
+export {};

@@ -1,0 +1,38 @@
+// vlmkit: train vision-language models from TypeScript on a fused native core.
+//   import * as vlm from 'vlmkit'
+import { native } from './native.js';
+
+export type { DType, Device, BuildInfo, MemoryStats } from './native.js';
+export { Tensor, type TypedArray, type BackwardOptions } from './graph/tensor.js';
+export { tidy, keep } from './graph/scope.js';
+export { noGrad, enableGrad, isGradEnabled } from './graph/autograd.js';
+export {
+  tensor, zeros, ones, full, zerosLike, onesLike, arange, randn, rand, manualSeed,
+  type CreateOptions, type RandomOptions,
+} from './graph/creation.js';
+export { gradcheck, type GradcheckOptions, type GradcheckReport } from './graph/gradcheck.js';
+export * from './graph/ops/views.js';
+export * from './graph/ops/elementwise.js';
+export * from './graph/ops/reduce.js';
+export * from './graph/ops/matmul.js';
+export * from './graph/ops/softmax.js';
+export * from './graph/ops/layer_norm.js';
+export * from './graph/ops/dropout.js';
+export * from './graph/ops/normalize.js';
+export * from './graph/ops/gather.js';
+
+/** Live and peak bytes held by native tensors, per device. */
+export function memory(): { cpu: { liveBytes: number; peakBytes: number }; cuda: { liveBytes: number; peakBytes: number };
+  liveBytes: number; peakBytes: number } {
+  const m = native.memory();
+  return { ...m, liveBytes: m.cpu.liveBytes, peakBytes: m.cpu.peakBytes };
+}
+/** Starts peak tracking afresh from the current live bytes. */
+export function resetPeak(): void { native.resetPeak(); }
+/** Threads used by the CPU kernels and GEMM. */
+export function setNumThreads(n: number): void { native.setNumThreads(n); }
+export function getNumThreads(): number { return native.getNumThreads(); }
+/** Which GEMM library, ISA, thread count and CUDA state this build uses. */
+export function buildInfo() { return native.buildInfo(); }
+/** Whether a CUDA device can be used now (false on machines without a GPU driver). */
+export function cudaAvailable(): boolean { return native.buildInfo().cudaDevices > 0; }

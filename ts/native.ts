@@ -1,0 +1,138 @@
+// Loads the addon and declares the whole raw native surface as one interface.
+// Everything here is unchecked on the TypeScript side: the binding validates
+// every argument itself (native/binding/args.h) and throws TypeError/RangeError.
+import { createRequire } from 'node:module';
+import { existsSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export type DType = 'float32' | 'float64' | 'int32' | 'uint8';
+export type Device = 'cpu' | 'cuda';
+
+/** The JS handle of a native tensor (native/binding/tensor_wrap.h). */
+export interface NativeTensor {
+  readonly shape: number[];
+  readonly strides: number[];
+  readonly offset: number;
+  readonly dtype: DType;
+  readonly device: Device;
+  readonly disposed: boolean;
+  readonly storageBytes: number;
+  readonly contiguous: boolean;
+  dispose(): void;
+}
+type NT = NativeTensor;
+
+export interface MemoryStats { liveBytes: number; peakBytes: number }
+export interface BuildInfo {
+  gemm: string; isa: string; cpuAvx512: boolean; threads: number;
+  cudaCompiled: boolean; cudaDevices: number; cudaReason?: string; napiVersion: number; compiler: string;
+}
+
+export type UnaryOp = 'neg' | 'exp' | 'log' | 'sqrt' | 'tanh' | 'sigmoid' | 'relu' | 'gelu' | 'gelu_tanh' | 'quick_gelu' | 'silu' | 'abs';
+export type BinaryOp = 'add' | 'sub' | 'mul' | 'div' | 'pow' | 'maximum' | 'minimum';
+export type ReduceOp = 'sum' | 'mean' | 'max';
+
+export interface NativeBinding {
+  // ---- core: creation, views, copies (binding/tensor.cc)
+  empty(shape: number[], dtype: DType, device: Device): NT;
+  full(shape: number[], value: number, dtype: DType, device: Device): NT;
+  fromData(data: ArrayBufferView, shape: number[], dtype: DType, device: Device): NT;
+  toArray(t: NT): Float32Array | Float64Array | Int32Array | Uint8Array;
+  arange(start: number, step: number, count: number, dtype: DType): NT;
+  random(kind: 'normal' | 'uniform', shape: number[], dtype: DType, seed: number, offset: number, a: number, b: number): NT;
+  view(t: NT, shape: number[], strides: number[], offset: number): NT;
+  copy(dst: NT, src: NT): void;
+  cast(t: NT, dtype: DType): NT;
+  contiguous(t: NT): NT;
+  toDevice(t: NT, device: Device): NT;
+  memory(): { cpu: MemoryStats; cuda: MemoryStats };
+  resetPeak(): void;
+  setNumThreads(n: number): void;
+  getNumThreads(): number;
+  buildInfo(): BuildInfo;
+
+  // ---- elementwise (binding/elementwise.cc): any strides; binary ops broadcast
+  unary(op: UnaryOp, x: NT): NT;
+  /** Gradient w.r.t. x of y = op(x), given x, y and dL/dy. */
+  unaryBackward(op: UnaryOp, x: NT, y: NT, gy: NT): NT;
+  binary(op: BinaryOp, a: NT, b: NT): NT;
+  /** alpha * x + beta */
+  affine(x: NT, alpha: number, beta: number): NT;
+  powScalar(x: NT, p: number): NT;
+  powScalarBackward(x: NT, p: number, gy: NT): NT;
+  /** dst += alpha * src, in place; same shape, dst contiguous. */
+  axpy(dst: NT, src: NT, alpha: number): void;
+
+  // ---- reduce (binding/reduce.cc)
+  reduce(op: ReduceOp, x: NT, axes: number[], keepdim: boolean): NT;
+  /** Gradient of max over axes: gy goes to the first arg-max of each reduced group. */
+  reduceMaxBackward(x: NT, axes: number[], keepdim: boolean, gy: NT): NT;
+  /** Sum of squares of all elements, in float64 (gradient-norm clipping). */
+  sumSquares(x: NT): number;
+
+  // ---- matmul (binding/matmul.cc): [..., M, K] x [..., K, N], batch dims broadcast
+  matmul(a: NT, b: NT, transA: boolean, transB: boolean): NT;
+
+  // ---- softmax (binding/softmax.cc)
+  softmax(x: NT, axis: number, log: boolean): NT;
+  softmaxBackward(y: NT, gy: NT, axis: number, log: boolean): NT;
+
+  // ---- layer_norm (binding/layer_norm.cc): normalises the trailing `size` elements
+  layerNorm(x: NT, weight: NT | null, bias: NT | null, size: number, eps: number): { y: NT; mean: NT; rstd: NT };
+  layerNormBackward(x: NT, weight: NT | null, mean: NT, rstd: NT, gy: NT, size: number, weightGrads: boolean):
+    { dx: NT; dweight: NT | null; dbias: NT | null };
+
+  // ---- dropout (binding/dropout.cc): the mask is regenerated from (seed, offset), never stored
+  dropout(x: NT, p: number, seed: number, offset: number): NT;
+  dropoutBackward(gy: NT, p: number, seed: number, offset: number): NT;
+
+  // ---- normalize (binding/normalize.cc): y = x / max(||x||_2, eps) along axis
+  l2Normalize(x: NT, axis: number, eps: number): NT;
+  l2NormalizeBackward(x: NT, y: NT, gy: NT, axis: number, eps: number): NT;
+
+  // ---- gather (binding/gather.cc): int32 indices, checked against the axis size
+  indexSelect(x: NT, axis: number, index: NT): NT;
+  /** zeros(shape) with out.index_add_(axis, index, src), deterministic order. */
+  indexAdd(shape: number[], axis: number, index: NT, src: NT): NT;
+  gather(x: NT, axis: number, index: NT): NT;
+  /** zeros(shape) with out.scatter_add_(axis, index, src), deterministic order. */
+  scatterAdd(shape: number[], axis: number, index: NT, src: NT): NT;
+
+  // ---- adamw (binding/adamw.cc): one fused in-place update per parameter tensor
+  adamwStep(param: NT, grad: NT, m: NT, v: NT, lr: number, beta1: number, beta2: number, eps: number,
+    weightDecay: number, step: number): void;
+  /** x *= s in place */
+  scaleInPlace(x: NT, s: number): void;
+}
+
+const here = dirname(fileURLToPath(import.meta.url));
+
+function loadBinding(): NativeBinding {
+  const require = createRequire(import.meta.url);
+  const root = resolve(here, '..');
+  const candidates = [
+    process.env.VLMKIT_BINARY,
+    join(root, 'build', 'Release', 'vlmkit.node'),
+    join(root, 'build', 'Debug', 'vlmkit.node'),
+  ].filter((p): p is string => !!p);
+  const tried: string[] = [];
+  for (const p of candidates) {
+    if (!existsSync(p)) {
+      tried.push(`${p}: not found`);
+      continue;
+    }
+    try {
+      return require(p) as NativeBinding;
+    } catch (e) {
+      tried.push(`${p}: ${(e as Error).message}`);
+    }
+  }
+  throw new Error(
+    `vlmkit: could not load the native addon. Tried:\n  ${tried.join('\n  ')}\n` +
+      'Build it with `npx cmake-js compile --out build` in the package folder (needs cmake, g++, and ' +
+      'libdnnl-dev or libopenblas-dev for fast GEMM), or set VLMKIT_BINARY to a built vlmkit.node.',
+  );
+}
+
+export const native: NativeBinding = loadBinding();
