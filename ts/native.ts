@@ -63,6 +63,8 @@ export interface NativeBinding {
   powScalarBackward(x: NT, p: number, gy: NT): NT;
   /** dst += alpha * src, in place; same shape, dst contiguous. */
   axpy(dst: NT, src: NT, alpha: number): void;
+  /** x *= s in place */
+  scaleInPlace(x: NT, s: number): void;
 
   // ---- reduce (binding/reduce.cc)
   reduce(op: ReduceOp, x: NT, axes: number[], keepdim: boolean): NT;
@@ -99,11 +101,11 @@ export interface NativeBinding {
   /** zeros(shape) with out.scatter_add_(axis, index, src), deterministic order. */
   scatterAdd(shape: number[], axis: number, index: NT, src: NT): NT;
 
+  // ---- infonce (binding/infonce.cc): filled in by the infonce family
+
   // ---- adamw (binding/adamw.cc): one fused in-place update per parameter tensor
   adamwStep(param: NT, grad: NT, m: NT, v: NT, lr: number, beta1: number, beta2: number, eps: number,
     weightDecay: number, step: number): void;
-  /** x *= s in place */
-  scaleInPlace(x: NT, s: number): void;
 }
 
 const here = dirname(fileURLToPath(import.meta.url));
