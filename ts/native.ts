@@ -106,6 +106,9 @@ export interface NativeBinding {
   // ---- adamw (binding/adamw.cc): one fused in-place update per parameter tensor
   adamwStep(param: NT, grad: NT, m: NT, v: NT, lr: number, beta1: number, beta2: number, eps: number,
     weightDecay: number, step: number): void;
+  /** The same update, serial and in float64 per element: the reference for tests and benches. */
+  adamwStepReference(param: NT, grad: NT, m: NT, v: NT, lr: number, beta1: number, beta2: number, eps: number,
+    weightDecay: number, step: number): void;
 }
 
 const here = dirname(fileURLToPath(import.meta.url));

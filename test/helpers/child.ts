@@ -28,10 +28,10 @@ export function runChild(body: string): ChildResult {
 /**
  * Runs each case `[label, expression]` in one child process; the expression must
  * throw. Returns, per label, the error's class name and message (or 'NO ERROR').
- * A native crash makes the child die: the caller sees status !== 0.
+ * A native crash makes the child die: the caller sees status !== 0. `setup` runs first.
  */
-export function errorsInChild(cases: [string, string][]): { result: ChildResult; errors: Record<string, { name: string; message: string }> } {
-  const body = `const out = {};\n` + cases.map(([label, expr]) =>
+export function errorsInChild(cases: [string, string][], setup = ''): { result: ChildResult; errors: Record<string, { name: string; message: string }> } {
+  const body = `${setup}\nconst out = {};\n` + cases.map(([label, expr]) =>
     `try { ${expr}; out[${JSON.stringify(label)}] = { name: 'NO ERROR', message: '' }; } ` +
     `catch (e) { out[${JSON.stringify(label)}] = { name: e?.constructor?.name ?? String(e), message: String(e?.message ?? e) }; }`).join('\n') +
     `\nconsole.log(JSON.stringify(out));`;
