@@ -20,6 +20,15 @@ export * from './graph/ops/layer_norm.js';
 export * from './graph/ops/dropout.js';
 export * from './graph/ops/normalize.js';
 export * from './graph/ops/gather.js';
+export * from './graph/ops/device.js';
+import './graph/methods.js';
+
+export { Module, type StateDict, type LoadStateDictOptions, type LoadStateDictResult } from './graph/module.js';
+export * from './graph/nn.js';
+export * from './graph/optim/adamw.js';
+export * from './graph/optim/schedule.js';
+export * from './graph/optim/clip.js';
+export * as objectives from './objectives/index.js';
 
 /** Live and peak bytes held by native tensors, per device. */
 export function memory(): { cpu: { liveBytes: number; peakBytes: number }; cuda: { liveBytes: number; peakBytes: number };
@@ -34,5 +43,3 @@ export function setNumThreads(n: number): void { native.setNumThreads(n); }
 export function getNumThreads(): number { return native.getNumThreads(); }
 /** Which GEMM library, ISA, thread count and CUDA state this build uses. */
 export function buildInfo() { return native.buildInfo(); }
-/** Whether a CUDA device can be used now (false on machines without a GPU driver). */
-export function cudaAvailable(): boolean { return native.buildInfo().cudaDevices > 0; }

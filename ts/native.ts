@@ -75,6 +75,11 @@ export interface NativeBinding {
 
   // ---- matmul (binding/matmul.cc): [..., M, K] x [..., K, N], batch dims broadcast
   matmul(a: NT, b: NT, transA: boolean, transB: boolean): NT;
+  /** y [..., out] = x [..., in] · weight [out, in]^T + bias [out]: one GEMM, the bias fused in. */
+  linear(x: NT, weight: NT, bias: NT | null): NT;
+  /** dx = gy·W, dweight = gy^T·x (one GEMM over all rows), dbias = sum of gy over rows; null where not asked. */
+  linearBackward(x: NT, weight: NT, gy: NT, needX: boolean, needWeight: boolean, needBias: boolean):
+    { dx: NT | null; dweight: NT | null; dbias: NT | null };
 
   // ---- softmax (binding/softmax.cc)
   softmax(x: NT, axis: number, log: boolean): NT;
@@ -101,7 +106,49 @@ export interface NativeBinding {
   /** zeros(shape) with out.scatter_add_(axis, index, src), deterministic order. */
   scatterAdd(shape: number[], axis: number, index: NT, src: NT): NT;
 
-  // ---- infonce (binding/infonce.cc): filled in by the infonce family
+  // ---- infonce (binding/infonce.cc): fused contrastive loss; image [B, D] or [B, Q, D], text [B, D],
+  // param the one-element temperature tensor (same dtype). Never stores the B x B logits.
+  infonceForward(image: NT, text: NT, param: NT, options: {
+    mode: 'logit_scale' | 'temperature'; normalize: boolean; labelSmoothing: number;
+    imageIds: NT | null; queueImage: NT | null; queueText: NT | null; queueIds: NT | null;
+    momentumImage: NT | null; momentumText: NT | null; alpha: number; rowOffset: number; rowCount: number;
+  }): { loss: NT; accI2T: number; accT2I: number; saved: NT };
+  /** saved is the forward's (float64 [2, 3, b]); gradLoss the upstream gradient of the loss. */
+  infonceBackward(image: NT, text: NT, param: NT, options: Parameters<NativeBinding['infonceForward']>[3], saved: NT,
+    gradLoss: number, needImage: boolean, needText: boolean, needParam: boolean):
+    { dImage: NT | null; dText: NT | null; dParam: NT };
+  /** The materialised reference (tests, benchmarks): loss and gradients for an upstream gradient of 1. */
+  infonceReference(image: NT, text: NT, param: NT, options: Parameters<NativeBinding['infonceForward']>[3]):
+    { loss: number; accI2T: number; accT2I: number; dImage: NT; dText: NT; dParam: number };
+  /** Max relative error of the kernel's vectorised float32 exp on `count` points of [lo, hi]. */
+  infonceExpError(lo: number, hi: number, count: number): number;
+  /** GEMM rows x columns per tile (default 256 x 256); sets them when given. Returns the current pair. */
+  infonceTiles(rows?: number, cols?: number): [number, number];
+
+  // ---- lm_head (binding/lm_head.cc): vocabulary projection + label-smoothed cross-entropy, never
+  // materialising the N x V logits. hidden [N, H], weight [V, H] (contiguous), bias [V] or null,
+  // int32 targets [N] (ids in [0, V) or ignoreIndex); chunk sizes 0 = automatic.
+  // `needs` = [hidden, weight, bias]: which gradients to compute.
+  /** Loss only; lse [N] is what lmHeadBackward needs. loss is 0-d, or [N] per token for 'none'. */
+  lmHeadForward(hidden: NT, weight: NT, bias: NT | null, targets: NT, ignoreIndex: number, labelSmoothing: number,
+    reduction: 'mean' | 'sum' | 'none', rowChunk: number, vocabChunk: number):
+    { loss: NT; lse: NT; lossSum: number; valid: number; correct: number };
+  /** Loss and the gradients of the reduced loss in one pass over the logits. */
+  lmHeadForwardBackward(hidden: NT, weight: NT, bias: NT | null, targets: NT, ignoreIndex: number,
+    labelSmoothing: number, reduction: 'mean' | 'sum', needs: boolean[], rowChunk: number, vocabChunk: number):
+    { loss: NT; lse: NT; lossSum: number; valid: number; correct: number; dHidden: NT | null; dWeight: NT | null; dBias: NT | null };
+  /** Gradients from a saved lse, recomputing logits by tiles: row i scaled by gradScale * rowGrad[i] (/ valid for 'mean'). */
+  lmHeadBackward(hidden: NT, weight: NT, bias: NT | null, targets: NT, lse: NT, rowGrad: NT | null, gradScale: number,
+    ignoreIndex: number, labelSmoothing: number, reduction: 'mean' | 'sum' | 'none', needs: boolean[], rowChunk: number,
+    vocabChunk: number): { dHidden: NT | null; dWeight: NT | null; dBias: NT | null };
+  /** The naive path (benchmarks): materialises all N x V logits; outputs as lmHeadForwardBackward, no lse. */
+  lmHeadNaive(hidden: NT, weight: NT, bias: NT | null, targets: NT, ignoreIndex: number, labelSmoothing: number,
+    reduction: 'mean' | 'sum', needs: boolean[]):
+    { loss: NT; lossSum: number; valid: number; correct: number; dHidden: NT | null; dWeight: NT | null; dBias: NT | null };
+  /** The slow float64 reference (tests): float64 outputs; for 'none' loss is [N] and gradients are of the sum. */
+  lmHeadReference(hidden: NT, weight: NT, bias: NT | null, targets: NT, ignoreIndex: number, labelSmoothing: number,
+    reduction: 'mean' | 'sum' | 'none', needs: boolean[]):
+    { loss: NT; lossSum: number; valid: number; correct: number; dHidden: NT | null; dWeight: NT | null; dBias: NT | null };
 
   // ---- adamw (binding/adamw.cc): one fused in-place update per parameter tensor
   adamwStep(param: NT, grad: NT, m: NT, v: NT, lr: number, beta1: number, beta2: number, eps: number,

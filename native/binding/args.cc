@@ -1,6 +1,6 @@
 #include "binding/args.h"
 #include <cmath>
-#include <sstream>
+#include <charconv>
 #include "binding/tensor_wrap.h"
 
 namespace vlm::js {
@@ -16,9 +16,12 @@ std::string describe(const Napi::Value& v) {
   if (v.IsNull()) return "null";
   if (v.IsBoolean()) return std::string("a boolean ") + (v.As<Napi::Boolean>().Value() ? "true" : "false");
   if (v.IsNumber()) {
-    std::ostringstream o;
-    o << "the number " << v.As<Napi::Number>().DoubleValue();
-    return o.str();
+    double x = v.As<Napi::Number>().DoubleValue();
+    if (std::isnan(x)) return "the number NaN";  // spelled as JavaScript prints it
+    if (std::isinf(x)) return x > 0 ? "the number Infinity" : "the number -Infinity";
+    char buf[64];
+    auto r = std::to_chars(buf, buf + sizeof buf, x);  // shortest round-trip form, like JS
+    return "the number " + std::string(buf, r.ptr);
   }
   if (v.IsString()) {
     std::string s = v.As<Napi::String>().Utf8Value();

@@ -93,11 +93,14 @@ export class Module {
     return out;
   }
 
-  /** Every parameter with its dotted name; a tensor registered twice (tied weights) appears once. */
-  namedParameters(): [string, Tensor][] {
+  /**
+   * Every parameter with its dotted name; a tensor registered twice (tied weights)
+   * appears once. With recurse false, only this module's own.
+   */
+  namedParameters(recurse = true): [string, Tensor][] {
     const seen = new Set<Tensor>();
     const out: [string, Tensor][] = [];
-    for (const [prefix, m] of this.namedModules())
+    for (const [prefix, m] of recurse ? this.namedModules() : [['', this] as [string, Module]])
       for (const [n, p] of m._params) {
         if (seen.has(p)) continue;
         seen.add(p);

@@ -166,7 +166,8 @@ function runBackward(root: Tensor, seed: Tensor | undefined, retainGraph: boolea
     const node = t._node;
     if (node === null) {
       if (t.requiresGrad) toLeaf(t, g);
-      if (g !== seed && !stored.has(g)) g.dispose();
+      // (another input may still be waiting on the same gradient object)
+      if (g !== seed && !stored.has(g) && ![...pending.values()].includes(g)) g.dispose();
       continue;
     }
     if (t._retainGrad) toLeaf(t, g);

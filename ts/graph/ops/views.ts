@@ -207,7 +207,7 @@ export function concat(tensors: readonly Tensor[], axis = 0): Tensor {
   const a = normAxis('concat', axis, first.ndim);
   let total = 0;
   tensors.forEach((t, i) => {
-    if (t.ndim !== first.ndim || t.shape.some((d, j) => j !== a && d !== first.shape[j]))
+    if (t.ndim !== first.ndim || t.shape.some((d: number, j: number) => j !== a && d !== first.shape[j]))
       throw new RangeError(`concat: expected tensors[${i}] to match [${first.shape.join(', ')}] except on axis ${a} but received [${t.shape.join(', ')}]`);
     if (t.dtype !== first.dtype) throw new TypeError(`concat: expected a ${first.dtype} tensor for tensors[${i}] but received ${t.dtype}`);
     total += t.shape[a]!;

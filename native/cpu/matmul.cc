@@ -1,0 +1,231 @@
+// matmul family, CPU: batched GEMM over broadcast batch dims, and linear with the
+// bias fused into the GEMM (C starts as the broadcast bias, beta = 1) and its
+// backward (dx and dW as one GEMM each over all rows, db a fixed-order column sum).
+// Strided operands are read in place whenever their rows or columns are contiguous.
+#include "ops/matmul.h"
+#include <algorithm>
+#include <vector>
+#include "core/gemm.h"
+#include "core/parallel.h"
+#include "ops/copy.h"
+
+namespace vlm {
+namespace cpu {
+namespace {
+
+// The last two dims of a tensor as a GEMM operand: the tensor to read (the input
+// itself, or `own`, a copy), its row stride `ld`, and `flip` when the stored matrix is
+// the transpose of the logical one (columns contiguous).
+struct Operand {
+  const Tensor* t;
+  int64_t ld;
+  bool flip;
+  Tensor own;
+  const Tensor& tensor() const { return t ? *t : own; }
+};
+
+// r rows, c columns, strides sr, sc -> read in place when one of the two is
+// contiguous and rows (or columns) do not overlap; otherwise a compact copy in which
+// broadcast batch dims (stride 0) stay broadcast instead of being materialised.
+Operand operand(const Tensor& t) {
+  const int64_t d = t.dim();
+  const int64_t r = t.shape[d - 2], c = t.shape[d - 1], sr = t.strides[d - 2], sc = t.strides[d - 1];
+  if ((c <= 1 || sc == 1) && (r <= 1 || sr >= std::max<int64_t>(c, 1)))
+    return {&t, r <= 1 ? std::max<int64_t>(c, 1) : sr, false, {}};
+  if ((r <= 1 || sr == 1) && (c <= 1 || sc >= std::max<int64_t>(r, 1)))
+    return {&t, c <= 1 ? std::max<int64_t>(r, 1) : sc, true, {}};
+  Tensor src = t;
+  for (int64_t i = 0; i < d - 2; ++i)
+    if (t.strides[i] == 0) src.shape[i] = 1;
+  Operand o{nullptr, std::max<int64_t>(c, 1), false, Tensor::empty(src.shape, t.dtype, Device::CPU)};
+  copy(src, o.own);
+  for (int64_t i = 0; i < d - 2; ++i)
+    if (src.shape[i] != t.shape[i]) o.own.strides[i] = 0;
+  o.own.shape = t.shape;
+  return o;
+}
+
+// Element offset (from t.data()) of each batch matrix; t's batch dims are aligned
+// to the right of `batch`, missing or size-1 dims broadcast.
+std::vector<int64_t> batch_offsets(const Tensor& t, const Shape& batch) {
+  const int64_t nd = static_cast<int64_t>(batch.size()), tb = t.dim() - 2, lead = nd - tb;
+  Shape st(nd, 0);
+  for (int64_t i = lead; i < nd; ++i)
+    if (t.shape[i - lead] != 1) st[i] = t.strides[i - lead];
+  const int64_t nb = shape_numel(batch);
+  std::vector<int64_t> off(static_cast<size_t>(std::max<int64_t>(nb, 1)), 0);
+  Shape idx(nd, 0);
+  int64_t cur = 0;
+  for (int64_t n = 0; n < nb; ++n) {
+    off[n] = cur;
+    for (int64_t i = nd - 1; i >= 0; --i) {  // odometer increment
+      cur += st[i];
+      if (++idx[i] < batch[i]) break;
+      cur -= st[i] * batch[i];
+      idx[i] = 0;
+    }
+  }
+  return off;
+}
+
+Shape broadcast_batch(const Tensor& a, const Tensor& b) {
+  const int64_t na = a.dim() - 2, nb = b.dim() - 2, nd = std::max(na, nb);
+  Shape out(nd, 1);
+  for (int64_t i = 0; i < nd; ++i) {
+    int64_t da = i - (nd - na) >= 0 ? a.shape[i - (nd - na)] : 1;
+    int64_t db = i - (nd - nb) >= 0 ? b.shape[i - (nd - nb)] : 1;
+    out[i] = da == 1 ? db : da;
+  }
+  return out;
+}
+
+// x [..., I] as a 2-D [R, I] view when the leading dims merge into one stride,
+// else as a contiguous copy.
+Tensor rows_view(const Tensor& x) {
+  const int64_t d = x.dim(), I = x.shape[d - 1];
+  int64_t R = 1, rs = std::max<int64_t>(I, 1), expect = -1;
+  bool ok = true;
+  for (int64_t i = d - 2; i >= 0; --i) {
+    R *= x.shape[i];
+    if (x.shape[i] == 1) continue;
+    if (expect < 0) rs = x.strides[i];
+    else if (x.strides[i] != expect) ok = false;
+    expect = x.strides[i] * x.shape[i];
+  }
+  Tensor v = x;
+  if (!ok) {
+    v = Tensor::empty(x.shape, x.dtype, Device::CPU);
+    copy(x, v);
+    rs = std::max<int64_t>(I, 1);
+  }
+  v.shape = {R, I};
+  v.strides = {rs, d >= 1 ? v.strides[d - 1] : 1};
+  return v;
+}
+
+}  // namespace
+
+Tensor matmul(const Tensor& a, const Tensor& b, bool trans_a, bool trans_b) {
+  const int64_t ra = a.dim(), rb = b.dim();
+  const int64_t M = trans_a ? a.shape[ra - 1] : a.shape[ra - 2];
+  const int64_t K = trans_a ? a.shape[ra - 2] : a.shape[ra - 1];
+  const int64_t N = trans_b ? b.shape[rb - 2] : b.shape[rb - 1];
+  const Shape batch = broadcast_batch(a, b);
+  Shape os = batch;
+  os.push_back(M);
+  os.push_back(N);
+  Tensor out = Tensor::empty(os, a.dtype, Device::CPU);
+  if (out.numel() == 0) return out;
+  if (K == 0) {
+    fill(out, 0.0);
+    return out;
+  }
+  const int64_t nb = shape_numel(batch);
+  const Operand la = operand(a), lb = operand(b);
+  const Tensor &ta_t = la.tensor(), &tb_t = lb.tensor();
+  const bool ta = trans_a != la.flip, tb = trans_b != lb.flip;
+  const std::vector<int64_t> offa = batch_offsets(ta_t, batch), offb = batch_offsets(tb_t, batch);
+
+  // A batched, row-major a against one shared b (x @ W): the batch folds into the rows.
+  bool fold = nb > 1 && !ta;
+  for (int64_t i = 1; i < nb && fold; ++i) fold = offb[i] == offb[0] && offa[i] == offa[0] + i * M * la.ld;
+
+  dispatch_float(a.dtype, [&](auto zero) {
+    using T = decltype(zero);
+    const T* A = ta_t.data<T>();
+    const T* B = tb_t.data<T>();
+    T* C = out.data<T>();
+    if (nb == 1 || fold) {  // one multithreaded GEMM
+      gemm(ta, tb, nb * M, N, K, T(1), A + offa[0], la.ld, B + offb[0], lb.ld, T(0), C, N);
+      return;
+    }
+    auto one = [&](int64_t i) { gemm(ta, tb, M, N, K, T(1), A + offa[i], la.ld, B + offb[i], lb.ld, T(0), C + i * M * N, N); };
+    const double flops = static_cast<double>(M) * static_cast<double>(N) * static_cast<double>(K);
+    const int nt = num_threads();
+    if (nt > 1 && (flops <= double(1 << 21) || nb >= 4 * nt)) {
+      // Many small matrices: threads over the batch, each GEMM single-threaded.
+      const int64_t grain = std::max<int64_t>(1, static_cast<int64_t>(double(1 << 16) / std::max(flops, 1.0)));
+      parallel_for(nb, grain, [&](int64_t s, int64_t e) {
+        for (int64_t i = s; i < e; ++i) one(i);
+      });
+    } else {
+      for (int64_t i = 0; i < nb; ++i) one(i);
+    }
+  });
+  return out;
+}
+
+Tensor linear(const Tensor& x, const Tensor& weight, const Tensor* bias) {
+  const int64_t I = x.shape.back(), O = weight.shape[0];
+  Shape ys = x.shape;
+  ys.back() = O;
+  Tensor y = Tensor::empty(ys, x.dtype, Device::CPU);
+  if (y.numel() == 0) return y;
+  const Tensor x2 = rows_view(x);
+  const int64_t R = x2.shape[0];
+  const Operand lx = operand(x2), lw = operand(weight);
+  dispatch_float(x.dtype, [&](auto zero) {
+    using T = decltype(zero);
+    T* Y = y.data<T>();
+    T beta = T(0);
+    if (bias) {  // C starts as the bias in every row; the GEMM adds x W^T to it
+      beta = T(1);
+      const T* bp = bias->data<T>();
+      const int64_t bs = bias->strides[0];
+      parallel_for(R, std::max<int64_t>(1, 16384 / O), [&](int64_t r0, int64_t r1) {
+        for (int64_t r = r0; r < r1; ++r)
+          for (int64_t j = 0; j < O; ++j) Y[r * O + j] = bp[j * bs];
+      });
+    }
+    // y [R, O] = x [R, I] . (W [O, I])^T
+    gemm(lx.flip, !lw.flip, R, O, I, T(1), lx.tensor().data<T>(), lx.ld, lw.tensor().data<T>(), lw.ld, beta, Y, O);
+  });
+  return y;
+}
+
+LinearGrads linear_backward(const Tensor& x, const Tensor& weight, const Tensor& gy, bool need_x, bool need_weight,
+                            bool need_bias) {
+  const int64_t I = x.shape.back(), O = weight.shape[0];
+  LinearGrads out;
+  const Tensor g2 = rows_view(gy);
+  const int64_t R = g2.shape[0];
+  const Operand lg = operand(g2);
+  dispatch_float(x.dtype, [&](auto zero) {
+    using T = decltype(zero);
+    const T* G = lg.tensor().data<T>();
+    if (need_x) {  // dx [R, I] = g [R, O] . W [O, I]
+      out.dx = Tensor::empty(x.shape, x.dtype, Device::CPU);
+      if (out.dx.numel() > 0) {
+        const Operand lw = operand(weight);
+        gemm(lg.flip, lw.flip, R, I, O, T(1), G, lg.ld, lw.tensor().data<T>(), lw.ld, T(0), out.dx.data<T>(), I);
+      }
+    }
+    if (need_weight) {  // dW [O, I] = g^T [O, R] . x [R, I]: the sum over rows is the GEMM's K
+      out.dweight = Tensor::empty({O, I}, x.dtype, Device::CPU);
+      if (O * I > 0) {
+        const Tensor x2 = rows_view(x);  // outlives lx, which may point to it
+        const Operand lx = operand(x2);
+        gemm(!lg.flip, lx.flip, O, I, R, T(1), G, lg.ld, lx.tensor().data<T>(), lx.ld, T(0), out.dweight.data<T>(), I);
+      }
+    }
+    if (need_bias) {  // db [O]: each column summed over rows 0..R-1 in order, in double
+      out.dbias = Tensor::empty({O}, x.dtype, Device::CPU);
+      T* db = out.dbias.data<T>();
+      const T* gp = g2.data<T>();
+      const int64_t sr = g2.strides[0], sc = g2.strides[1];
+      parallel_for(O, 64, [&](int64_t j0, int64_t j1) {
+        std::vector<double> acc(static_cast<size_t>(j1 - j0), 0.0);
+        for (int64_t r = 0; r < R; ++r) {
+          const T* row = gp + r * sr;
+          if (sc == 1) for (int64_t j = j0; j < j1; ++j) acc[j - j0] += row[j];
+          else for (int64_t j = j0; j < j1; ++j) acc[j - j0] += row[j * sc];
+        }
+        for (int64_t j = j0; j < j1; ++j) db[j] = static_cast<T>(acc[j - j0]);
+      });
+    }
+  });
+  return out;
+}
+
+}  // namespace cpu
+}  // namespace vlm

@@ -1,0 +1,313 @@
+// softmax family, CPU: softmax / log-softmax forward and backward along any axis.
+// Each lane (the `n` entries along the axis) is reduced in a fixed order with 16
+// partial sums, so results do not depend on the thread count. Lanes with inner > 1
+// are transposed through a small per-thread tile so the row kernels see contiguous data.
+// float32 uses a polynomial exp (Cephes expf, ~1 ulp) that the compiler vectorises.
+#include "ops/softmax.h"
+#include <omp.h>
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <vector>
+#include "core/parallel.h"
+#if defined(__AVX2__) && defined(__FMA__)
+#include <immintrin.h>
+#endif
+
+namespace vlm {
+namespace cpu {
+namespace {
+
+constexpr int kAcc = 16;
+
+// sum of f(i) for i in [0, n) with kAcc partial sums combined pairwise: a fixed order.
+template <typename A, typename F>
+inline A sum_fixed(int64_t n, F&& f) {
+  A acc[kAcc] = {};
+  int64_t i = 0;
+  for (; i + kAcc <= n; i += kAcc)
+    for (int j = 0; j < kAcc; ++j) acc[j] += static_cast<A>(f(i + j));
+  for (int j = 0; i < n; ++i, ++j) acc[j] += static_cast<A>(f(i));
+  for (int w = kAcc / 2; w > 0; w /= 2)
+    for (int j = 0; j < w; ++j) acc[j] += acc[j + w];
+  return acc[0];
+}
+
+// max of x[0..n) (NaN entries are skipped here; they propagate through exp later).
+template <typename T>
+inline T max_fixed(int64_t n, const T* x) {
+  T acc[kAcc];
+  for (int j = 0; j < kAcc; ++j) acc[j] = -std::numeric_limits<T>::infinity();
+  int64_t i = 0;
+  for (; i + kAcc <= n; i += kAcc)
+    for (int j = 0; j < kAcc; ++j) acc[j] = x[i + j] > acc[j] ? x[i + j] : acc[j];
+  for (int j = 0; i < n; ++i, ++j) acc[j] = x[i] > acc[j] ? x[i] : acc[j];
+  for (int w = kAcc / 2; w > 0; w /= 2)
+    for (int j = 0; j < w; ++j) acc[j] = acc[j + w] > acc[j] ? acc[j + w] : acc[j];
+  return acc[0];
+}
+
+// exp for float without a libm call (vectorisable). Below -87.34 gives 0 (so -inf -> 0),
+// NaN stays NaN, large inputs clamp near FLT_MAX (softmax only passes x - max <= 0).
+inline float exp_f32(float x) {
+  const float hi = 88.3762626647949f, lo = -87.3365447504f;
+  float xc = x > hi ? hi : x;
+  xc = xc < lo ? lo : xc;
+  float t = xc * 1.44269504088896341f + 12582912.f;  // round(x / ln2) in the low mantissa bits
+  float n = t - 12582912.f;
+  float r = xc - n * 0.693359375f;
+  r = r - n * -2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * (r * r) + r + 1.f;
+  int32_t ni = __builtin_bit_cast(int32_t, t) - 0x4B400000;
+  float scale = __builtin_bit_cast(float, static_cast<int32_t>(static_cast<uint32_t>(ni + 127) << 23));
+  float y = p * scale;
+  return x < lo ? 0.f : y;
+}
+inline float exp_t(float x) { return exp_f32(x); }
+inline double exp_t(double x) { return std::exp(x); }
+
+// ---- one lane, contiguous ------------------------------------------------------------
+
+template <typename T>
+void forward_row(const T* x, T* y, int64_t n, bool log) {
+  const T inf = std::numeric_limits<T>::infinity();
+  T m = max_fixed(n, x);
+  T shift = m == -inf ? T(0) : m;  // an all -inf lane: exp gives zeros, handled below
+  if (log) {
+    T s = sum_fixed<T>(n, [&](int64_t i) { return exp_t(x[i] - shift); });
+    if (s == 0) {
+      for (int64_t i = 0; i < n; ++i) y[i] = -inf;
+      return;
+    }
+    T ls = std::log(s);
+    for (int64_t i = 0; i < n; ++i) y[i] = (x[i] - shift) - ls;
+  } else {
+    T s = sum_fixed<T>(n, [&](int64_t i) {
+      T e = exp_t(x[i] - shift);
+      y[i] = e;
+      return e;
+    });
+    T inv = s == 0 ? T(0) : T(1) / s;  // NaN sum stays NaN
+    for (int64_t i = 0; i < n; ++i) y[i] *= inv;
+  }
+}
+
+template <typename T>
+void backward_row(const T* y, const T* gy, T* gx, int64_t n, bool log) {
+  if (log) {
+    T s = sum_fixed<T>(n, [&](int64_t i) { return gy[i]; });
+    for (int64_t i = 0; i < n; ++i) gx[i] = gy[i] - exp_t(y[i]) * s;
+  } else {
+    T d = sum_fixed<T>(n, [&](int64_t i) { return gy[i] * y[i]; });
+    for (int64_t i = 0; i < n; ++i) gx[i] = y[i] * (gy[i] - d);
+  }
+}
+
+#if defined(__AVX2__) && defined(__FMA__)
+// float32 lanes with AVX2: the compiler does not vectorise exp_f32 (its selects count as
+// control flow under trapping math), so the same polynomial is written with intrinsics.
+
+inline __m256 exp8(__m256 x) {
+  const __m256 lo = _mm256_set1_ps(-87.3365447504f), magic = _mm256_set1_ps(12582912.f);
+  __m256 xc = _mm256_min_ps(_mm256_set1_ps(88.3762626647949f), x);  // NaN stays NaN (2nd operand)
+  xc = _mm256_max_ps(lo, xc);
+  __m256 t = _mm256_fmadd_ps(xc, _mm256_set1_ps(1.44269504088896341f), magic);
+  __m256 n = _mm256_sub_ps(t, magic);
+  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), xc);
+  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+  __m256 p = _mm256_set1_ps(1.9875691500e-4f);
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+  p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.f)));
+  __m256i ni = _mm256_sub_epi32(_mm256_castps_si256(t), _mm256_set1_epi32(0x4B400000));
+  __m256 scale = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(ni, _mm256_set1_epi32(127)), 23));
+  __m256 y = _mm256_mul_ps(p, scale);
+  return _mm256_blendv_ps(y, _mm256_setzero_ps(), _mm256_cmp_ps(x, lo, _CMP_LT_OQ));
+}
+
+// Sum of the 8 lanes in a fixed order.
+inline float hsum8(__m256 v) {
+  __m128 a = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  a = _mm_add_ps(a, _mm_movehl_ps(a, a));
+  a = _mm_add_ss(a, _mm_movehdup_ps(a));
+  return _mm_cvtss_f32(a);
+}
+inline float hmax8(__m256 v) {
+  __m128 a = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  a = _mm_max_ps(a, _mm_movehl_ps(a, a));
+  a = _mm_max_ss(a, _mm_movehdup_ps(a));
+  return _mm_cvtss_f32(a);
+}
+
+// sum over i of exp(x[i] - shift), also stored into y when y is non-null.
+inline float exp_sum(const float* x, float* y, int64_t n, float shift) {
+  const __m256 sh = _mm256_set1_ps(shift);
+  __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    __m256 e0 = exp8(_mm256_sub_ps(_mm256_loadu_ps(x + i), sh));
+    __m256 e1 = exp8(_mm256_sub_ps(_mm256_loadu_ps(x + i + 8), sh));
+    if (y) {
+      _mm256_storeu_ps(y + i, e0);
+      _mm256_storeu_ps(y + i + 8, e1);
+    }
+    a0 = _mm256_add_ps(a0, e0);
+    a1 = _mm256_add_ps(a1, e1);
+  }
+  float s = hsum8(_mm256_add_ps(a0, a1));
+  for (; i < n; ++i) {
+    float e = exp_f32(x[i] - shift);
+    if (y) y[i] = e;
+    s += e;
+  }
+  return s;
+}
+
+template <>
+void forward_row<float>(const float* x, float* y, int64_t n, bool log) {
+  const float inf = std::numeric_limits<float>::infinity();
+  __m256 m0 = _mm256_set1_ps(-inf), m1 = m0;
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    m0 = _mm256_max_ps(m0, _mm256_loadu_ps(x + i));
+    m1 = _mm256_max_ps(m1, _mm256_loadu_ps(x + i + 8));
+  }
+  float m = hmax8(_mm256_max_ps(m0, m1));
+  for (; i < n; ++i) m = x[i] > m ? x[i] : m;
+  const float shift = m == -inf ? 0.f : m;
+  if (log) {
+    float s = exp_sum(x, nullptr, n, shift);
+    if (s == 0) {
+      for (int64_t k = 0; k < n; ++k) y[k] = -inf;
+      return;
+    }
+    const float ls = std::log(s);
+    for (int64_t k = 0; k < n; ++k) y[k] = (x[k] - shift) - ls;
+  } else {
+    float s = exp_sum(x, y, n, shift);
+    const float inv = s == 0 ? 0.f : 1.f / s;
+    for (int64_t k = 0; k < n; ++k) y[k] *= inv;
+  }
+}
+
+template <>
+void backward_row<float>(const float* y, const float* gy, float* gx, int64_t n, bool log) {
+  if (!log) {
+    float d = sum_fixed<float>(n, [&](int64_t i) { return gy[i] * y[i]; });
+    for (int64_t i = 0; i < n; ++i) gx[i] = y[i] * (gy[i] - d);
+    return;
+  }
+  const float s = sum_fixed<float>(n, [&](int64_t i) { return gy[i]; });
+  const __m256 sv = _mm256_set1_ps(s);
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    _mm256_storeu_ps(gx + i, _mm256_fnmadd_ps(exp8(_mm256_loadu_ps(y + i)), sv, _mm256_loadu_ps(gy + i)));
+  for (; i < n; ++i) gx[i] = gy[i] - exp_f32(y[i]) * s;
+}
+#endif
+
+// ---- lanes of [outer, n, inner] ------------------------------------------------------
+
+void split_axis(const Shape& s, int64_t axis, int64_t& outer, int64_t& n, int64_t& inner) {
+  outer = 1;
+  inner = 1;
+  for (int64_t d = 0; d < axis; ++d) outer *= s[d];
+  n = s[axis];
+  for (size_t d = axis + 1; d < s.size(); ++d) inner *= s[d];
+}
+
+// Calls row(in_ptrs, out_ptrs) on every lane with contiguous pointers. For inner > 1
+// up to `tile` lanes are gathered into per-thread scratch (reads of `tile` adjacent
+// elements), processed, and scattered back.
+template <typename T, size_t NI, size_t NO, typename F>
+void for_each_lane(int64_t outer, int64_t n, int64_t inner, std::array<const T*, NI> in,
+                   std::array<T*, NO> out, F&& row) {
+  if (outer == 0 || n == 0 || inner == 0) return;
+  if (inner == 1) {
+    int64_t grain = std::max<int64_t>(1, 16384 / n);
+    parallel_for(outer, grain, [&](int64_t b, int64_t e) {
+      for (int64_t r = b; r < e; ++r) {
+        std::array<const T*, NI> ip;
+        std::array<T*, NO> op;
+        for (size_t q = 0; q < NI; ++q) ip[q] = in[q] + r * n;
+        for (size_t q = 0; q < NO; ++q) op[q] = out[q] + r * n;
+        row(ip, op);
+      }
+    });
+    return;
+  }
+  const int64_t tile = std::clamp<int64_t>(16384 / n, 1, 16);
+  const int64_t tiles = (inner + tile - 1) / tile;
+  const int nt = std::max(num_threads(), omp_get_max_threads());
+  // Allocated here, outside the parallel region (an allocation failure must not throw inside it).
+  std::vector<std::vector<T>> scratch(nt, std::vector<T>(static_cast<size_t>((NI + NO) * tile * n)));
+  int64_t grain = std::max<int64_t>(1, 16384 / (n * tile));
+  parallel_for(outer * tiles, grain, [&](int64_t b, int64_t e) {
+    T* buf = scratch[omp_get_thread_num() % nt].data();
+    for (int64_t task = b; task < e; ++task) {
+      int64_t o = task / tiles, k0 = (task % tiles) * tile, w = std::min(tile, inner - k0);
+      int64_t base = o * n * inner + k0;
+      for (size_t q = 0; q < NI; ++q) {
+        T* d = buf + q * tile * n;
+        const T* s = in[q] + base;
+        for (int64_t i = 0; i < n; ++i)
+          for (int64_t t = 0; t < w; ++t) d[t * n + i] = s[i * inner + t];
+      }
+      for (int64_t t = 0; t < w; ++t) {
+        std::array<const T*, NI> ip;
+        std::array<T*, NO> op;
+        for (size_t q = 0; q < NI; ++q) ip[q] = buf + q * tile * n + t * n;
+        for (size_t q = 0; q < NO; ++q) op[q] = buf + (NI + q) * tile * n + t * n;
+        row(ip, op);
+      }
+      for (size_t q = 0; q < NO; ++q) {
+        const T* s = buf + (NI + q) * tile * n;
+        T* d = out[q] + base;
+        for (int64_t i = 0; i < n; ++i)
+          for (int64_t t = 0; t < w; ++t) d[i * inner + t] = s[t * n + i];
+      }
+    }
+  });
+}
+
+}  // namespace
+
+// x, y: contiguous, shape S; lanes of n = S[axis]
+void softmax_forward(const Tensor& x, Tensor& y, int64_t axis, bool log) {
+  int64_t outer, n, inner;
+  split_axis(x.shape, axis, outer, n, inner);
+  dispatch_float(x.dtype, [&](auto zero) {
+    using T = decltype(zero);
+    for_each_lane<T, 1, 1>(outer, n, inner, {x.data<T>()}, {y.data<T>()},
+                           [&](const std::array<const T*, 1>& i, const std::array<T*, 1>& o) {
+                             forward_row(i[0], o[0], n, log);
+                           });
+  });
+}
+
+// y, gy, gx: contiguous, shape S; lanes of n = S[axis]
+void softmax_backward(const Tensor& y, const Tensor& gy, Tensor& gx, int64_t axis, bool log) {
+  int64_t outer, n, inner;
+  split_axis(y.shape, axis, outer, n, inner);
+  dispatch_float(y.dtype, [&](auto zero) {
+    using T = decltype(zero);
+    for_each_lane<T, 2, 1>(outer, n, inner, {y.data<T>(), gy.data<T>()}, {gx.data<T>()},
+                           [&](const std::array<const T*, 2>& i, const std::array<T*, 1>& o) {
+                             backward_row(i[0], i[1], o[0], n, log);
+                           });
+  });
+}
+
+}  // namespace cpu
+}  // namespace vlm

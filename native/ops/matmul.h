@@ -1,0 +1,32 @@
+// matmul family: batched matrix products with numpy broadcasting over the batch
+// dims, and linear (x W^T + b, the bias fused into the GEMM's C initialisation) with
+// its backward. Inputs may be strided: a matrix whose last two dims are a transposed
+// contiguous layout is read through the opposite transpose flag, other layouts are
+// copied once. Outputs are fresh contiguous tensors. Shapes are checked by the binding.
+#pragma once
+#include "core/tensor.h"
+
+namespace vlm {
+namespace cpu {
+
+// a [..., M, K] ([..., K, M] when trans_a), b [..., K, N] ([..., N, K] when trans_b)
+// -> [batch..., M, N] with batch = broadcast(a.shape[:-2], b.shape[:-2]).
+// Many small matrices run in parallel over the batch (single-threaded GEMMs); a
+// single matrix, or a batched a against one shared b, is one multithreaded GEMM.
+Tensor matmul(const Tensor& a, const Tensor& b, bool trans_a, bool trans_b);
+
+// x [..., I], weight [O, I], bias [O] or null -> y [..., O] = x W^T + bias.
+// R = prod(x.shape[:-1]) rows go through one GEMM.
+Tensor linear(const Tensor& x, const Tensor& weight, const Tensor* bias);
+
+struct LinearGrads {
+  Tensor dx;       // [..., I] = gy W            (empty when not asked for)
+  Tensor dweight;  // [O, I]   = gy^T x, one GEMM over all R rows
+  Tensor dbias;    // [O]      = sum of gy over rows, fixed order
+};
+// x [..., I], weight [O, I], gy [..., O]
+LinearGrads linear_backward(const Tensor& x, const Tensor& weight, const Tensor& gy, bool need_x, bool need_weight,
+                            bool need_bias);
+
+}  // namespace cpu
+}  // namespace vlm
