@@ -3,7 +3,9 @@
 
 namespace vlm::js {
 namespace {
-const napi_type_tag kTensorTag = {0x766c6d6b69745f74ULL, 0x656e736f72763031ULL};  // "vlmkit_tensorv01"
+// Below this, a storage is too small to matter to V8's GC heuristics; skipping the
+// report keeps tiny ops cheap.
+constexpr int64_t kReportBytes = 64 * 1024;
 
 Napi::Array to_array(Napi::Env env, const Shape& s) {
   Napi::Array a = Napi::Array::New(env, s.size());
@@ -25,23 +27,27 @@ Napi::Function JsTensor::define(Napi::Env env) {
                       InstanceAccessor<&JsTensor::get_contiguous>("contiguous")});
 }
 
-JsTensor::JsTensor(const Napi::CallbackInfo& info) : Napi::ObjectWrap<JsTensor>(info), env_(info.Env()) {
-  AddonData* data = info.Env().GetInstanceData<AddonData>();
-  if (!data || !data->pending) {
+JsTensor::JsTensor(const Napi::CallbackInfo& info)
+    : Napi::ObjectWrap<JsTensor>(info), env_(info.Env()), data_(info.Env().GetInstanceData<AddonData>()) {
+  if (!data_ || !data_->pending) {
     throw Napi::TypeError::New(info.Env(), "NativeTensor: handles are made by vlmkit functions, not by new");
   }
-  t_ = std::move(data->pending);
-  data->pending.reset();
-  napi_type_tag_object(info.Env(), info.This(), &kTensorTag);
+  t_ = std::move(data_->pending);
+  data_->pending.reset();
+  data_->live.insert(this);
   // The first handle onto a fresh storage tells V8 how much memory it holds, so
   // the garbage collector runs finalizers before the machine runs out.
-  if (t_->storage.use_count() == 1 && t_->device() == Device::CPU) {
+  if (t_->storage.use_count() == 1 && t_->device() == Device::CPU &&
+      static_cast<int64_t>(t_->storage->nbytes) >= kReportBytes) {
     reported_ = static_cast<int64_t>(t_->storage->nbytes);
     Napi::MemoryManagement::AdjustExternalMemory(info.Env(), reported_);
   }
 }
 
-JsTensor::~JsTensor() { t_.reset(); }
+JsTensor::~JsTensor() {
+  if (data_) data_->live.erase(this);
+  t_.reset();
+}
 
 void JsTensor::release() {
   t_.reset();
@@ -53,9 +59,11 @@ void JsTensor::release() {
 
 JsTensor* JsTensor::unwrap_or_null(const Napi::Value& v) {
   if (!v.IsObject()) return nullptr;
-  bool ok = false;
-  if (napi_check_object_type_tag(v.Env(), v, &kTensorTag, &ok) != napi_ok || !ok) return nullptr;
-  return Napi::ObjectWrap<JsTensor>::Unwrap(v.As<Napi::Object>());
+  void* p = nullptr;
+  if (napi_unwrap(v.Env(), v, &p) != napi_ok || !p) return nullptr;
+  AddonData* data = v.Env().GetInstanceData<AddonData>();
+  auto* t = static_cast<JsTensor*>(p);
+  return data && data->live.count(t) ? t : nullptr;
 }
 
 Napi::Value JsTensor::dispose(const Napi::CallbackInfo& info) {
