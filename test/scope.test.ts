@@ -78,3 +78,20 @@ test.serial('peak bytes track the high-water mark and resetPeak restarts it', (t
   const tensorCount = tensor([1]);
   tensorCount.dispose();
 });
+
+test.serial('freed large host blocks are cached for reuse and emptyCache returns them', (t) => {
+  native.emptyCache();
+  t.is(native.memory().cpu.cachedBytes, 0);
+  const a = zeros([1 << 20]);  // 4 MiB
+  a.dispose();
+  const cached = native.memory().cpu.cachedBytes;
+  t.true(cached >= 4 << 20, `cached ${cached}`);
+  const b = zeros([1 << 20]);  // same size class: taken from the cache
+  t.is(native.memory().cpu.cachedBytes, cached - (4 << 20));
+  t.deepEqual([...b.toArray().subarray(0, 4)], [0, 0, 0, 0]);
+  b.dispose();
+  zeros([100]).dispose();  // small blocks are not cached
+  t.is(native.memory().cpu.cachedBytes, cached);
+  native.emptyCache();
+  t.is(native.memory().cpu.cachedBytes, 0);
+});

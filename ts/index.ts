@@ -21,6 +21,10 @@ export * from './graph/ops/dropout.js';
 export * from './graph/ops/normalize.js';
 export * from './graph/ops/gather.js';
 export * from './graph/ops/device.js';
+export * from './graph/ops/conv2d.js';
+export * from './graph/ops/batch_norm.js';
+export * from './graph/ops/pool.js';
+export * from './graph/conv_layers.js';
 import './graph/methods.js';
 
 export { Module, type StateDict, type LoadStateDictOptions, type LoadStateDictResult } from './graph/module.js';
@@ -31,11 +35,13 @@ export * from './graph/optim/clip.js';
 export * as objectives from './objectives/index.js';
 
 /** Live and peak bytes held by native tensors, per device. */
-export function memory(): { cpu: { liveBytes: number; peakBytes: number }; cuda: { liveBytes: number; peakBytes: number };
-  liveBytes: number; peakBytes: number } {
+export function memory(): { cpu: { liveBytes: number; peakBytes: number; cachedBytes: number };
+  cuda: { liveBytes: number; peakBytes: number }; liveBytes: number; peakBytes: number } {
   const m = native.memory();
   return { ...m, liveBytes: m.cpu.liveBytes, peakBytes: m.cpu.peakBytes };
 }
+/** Returns the host memory kept for reuse (freed blocks of 1 MiB and more) to the OS. */
+export function emptyCache(): void { native.emptyCache(); }
 /** Starts peak tracking afresh from the current live bytes. */
 export function resetPeak(): void { native.resetPeak(); }
 /** Threads used by the CPU kernels and GEMM. */

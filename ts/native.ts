@@ -46,8 +46,10 @@ export interface NativeBinding {
   cast(t: NT, dtype: DType): NT;
   contiguous(t: NT): NT;
   toDevice(t: NT, device: Device): NT;
-  memory(): { cpu: MemoryStats; cuda: MemoryStats };
+  memory(): { cpu: MemoryStats & { cachedBytes: number }; cuda: MemoryStats };
   resetPeak(): void;
+  /** Returns cached host blocks to the OS. */
+  emptyCache(): void;
   setNumThreads(n: number): void;
   getNumThreads(): number;
   buildInfo(): BuildInfo;
@@ -149,6 +151,73 @@ export interface NativeBinding {
   lmHeadReference(hidden: NT, weight: NT, bias: NT | null, targets: NT, ignoreIndex: number, labelSmoothing: number,
     reduction: 'mean' | 'sum' | 'none', needs: boolean[]):
     { loss: NT; lossSum: number; valid: number; correct: number; dHidden: NT | null; dWeight: NT | null; dBias: NT | null };
+
+  // ---- conv2d (binding/conv2d.cc): x [N, C, H, W], weight [O, C/groups, KH, KW], bias [O] or null;
+  // stride, padding, dilation are [h, w]. im2col + GEMM per (image, group); depthwise by direct loops.
+  conv2d(x: NT, weight: NT, bias: NT | null, stride: number[], padding: number[], dilation: number[], groups: number): NT;
+  /** Gradients asked for (null elsewhere); dweight/dbias are the same for any thread count. */
+  conv2dBackward(x: NT, weight: NT, gy: NT, stride: number[], padding: number[], dilation: number[], groups: number,
+    needX: boolean, needWeight: boolean, needBias: boolean): { dx: NT | null; dweight: NT | null; dbias: NT | null };
+
+  // ---- batch_norm (binding/batch_norm.cc): per channel (axis 1) of x [N, C, ...]; [C] buffers.
+  /** training: batch statistics, updates runningMean/runningVar in place when given; eval: the running ones.
+   * mean/rstd are the statistics used, saved for the backward. */
+  batchNorm(x: NT, runningMean: NT | null, runningVar: NT | null, weight: NT | null, bias: NT | null, training: boolean,
+    momentum: number, eps: number): { y: NT; mean: NT; rstd: NT };
+  batchNormBackward(x: NT, weight: NT | null, mean: NT, rstd: NT, gy: NT, training: boolean, needX: boolean,
+    needWeight: boolean, needBias: boolean): { dx: NT | null; dweight: NT | null; dbias: NT | null };
+
+  // ---- pool (binding/pool.cc): images [N, C, H, W] or [C, H, W]; pairs are [h, w]
+  /** Average pooling, count_include_pad (torch's default), floor mode; padding at most half the kernel. */
+  avgPool2d(x: NT, kernel: number[], stride: number[], padding: number[]): NT;
+  avgPool2dBackward(gy: NT, inputShape: number[], kernel: number[], stride: number[], padding: number[]): NT;
+  /** Windows [floor(i*H/OH), ceil((i+1)*H/OH)) as torch; [1, 1] is global average pooling. */
+  adaptiveAvgPool2d(x: NT, outputSize: number[]): NT;
+  adaptiveAvgPool2dBackward(gy: NT, inputShape: number[]): NT;
+  /** x [B, L, D], uint8 mask [B, L] (nonzero = valid) or null -> [B, D]; a row with nothing valid gives zeros. */
+  maskedMeanPool(x: NT, mask: NT | null): NT;
+  maskedMeanPoolBackward(gy: NT, mask: NT | null, length: number): NT;
+  /** Max over valid positions; index int32 [B, D] is the position taken (first on ties, -1 for an empty row). */
+  maskedMaxPool(x: NT, mask: NT | null): { y: NT; index: NT };
+  maskedMaxPoolBackward(gy: NT, index: NT, length: number): NT;
+
+  // ---- attention (binding/attention.cc): fused scaled-dot-product attention that never stores the
+  // [B, H, Lq, Lk] scores. q [B, H, Lq, Dh], k [B, H, Lk, Dh], v [B, H, Lk, Dv] (strided views with a
+  // unit last stride are read in place); out [B, H, Lq, Dv], lse [B, H, Lq] (row logsumexp, -inf for a
+  // row that sees no key). Masks AND together: causal (query i sees keys j <= i + causalOffset),
+  // keyPadding (int32 [B], keys j < len[b]), mask (uint8, 1 = may attend) and bias (additive, q's dtype),
+  // both rank 4 with each dim 1 or full. Dropout keeps probability (b, h, i, j) when the Philox
+  // uniform at offset + ((b*H + h)*Lq + i)*Lk + j is >= dropout.
+  attentionForward(q: NT, k: NT, v: NT, options: {
+    scale: number; causal: boolean; causalOffset: number; mask: NT | null; bias: NT | null; keyPadding: NT | null;
+    dropout: number; seed: number; offset: number;
+  }): { out: NT; lse: NT };
+  /** needs = [q, k, v]: which gradients to compute (null where not). */
+  attentionBackward(q: NT, k: NT, v: NT, out: NT, lse: NT, gradOut: NT, options: Parameters<NativeBinding['attentionForward']>[3],
+    needs: boolean[]): { dq: NT | null; dk: NT | null; dv: NT | null };
+  /** The materialised float64 reference (tests): outputs, and gradients for gradOut when given. */
+  attentionReference(q: NT, k: NT, v: NT, options: Parameters<NativeBinding['attentionForward']>[3], gradOut?: NT | null):
+    { out: NT; lse: NT; dq: NT | null; dk: NT | null; dv: NT | null };
+  /** Query rows x keys per tile (default 64 x 128); sets them when given. Returns the current pair. */
+  attentionTiles(rows?: number, cols?: number): [number, number];
+
+  // ---- itm (binding/itm.cc): hard-negative mining and the fused 2-way ITM head (ops/itm.h).
+  // image [B, D] or [B, Q, D] (max over queries), text [B, D], same float dtype; temperature divides the
+  // similarity; imageIds int32 [B] or null; uniforms from Philox elements (seed, offset .. offset + 2B).
+  /** One negative text per image and one negative image per text (int32 [B]), sampled by tiles (no B x B buffer). */
+  itmMine(image: NT, text: NT, temperature: number, imageIds: NT | null, seed: number, offset: number,
+    weightFloor: number): { negativeText: NT; negativeImage: NT };
+  /** The naive path (tests, benchmarks): B x B similarities and weights, the same uniforms; float64 probabilities when asked. */
+  itmMineReference(image: NT, text: NT, temperature: number, imageIds: NT | null, seed: number, offset: number,
+    weightFloor: number, returnProbs: boolean): { negativeText: NT; negativeImage: NT; probI2T: NT | null; probT2I: NT | null };
+  /** Mining tile in GEMM rows x columns (default 256 x 256); sets it when given. Returns the current pair. */
+  itmTiles(rows?: number, cols?: number): [number, number];
+  /** features [3B, H] or [3B, Q, H], weight [2, H], bias [2]: loss (0-d) and gradients of gradScale * loss where `needs`. */
+  itmHead(features: NT, weight: NT, bias: NT, gradScale: number, needs: boolean[]):
+    { loss: NT; correct: number; dFeatures: NT | null; dWeight: NT | null; dBias: NT | null };
+  /** The float64 reference head (per-query logits materialised): loss and every gradient. */
+  itmHeadReference(features: NT, weight: NT, bias: NT):
+    { loss: number; correct: number; dFeatures: NT; dWeight: NT; dBias: NT };
 
   // ---- adamw (binding/adamw.cc): one fused in-place update per parameter tensor
   adamwStep(param: NT, grad: NT, m: NT, v: NT, lr: number, beta1: number, beta2: number, eps: number,

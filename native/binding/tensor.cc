@@ -243,7 +243,9 @@ Napi::Object stats(Napi::Env env, Device d) {
 
 Napi::Value memory(const Napi::CallbackInfo& info) {
   Napi::Object o = Napi::Object::New(info.Env());
-  o.Set("cpu", stats(info.Env(), Device::CPU));
+  Napi::Object cpu = stats(info.Env(), Device::CPU);
+  cpu.Set("cachedBytes", static_cast<double>(host_cache_bytes()));
+  o.Set("cpu", cpu);
   o.Set("cuda", stats(info.Env(), Device::CUDA));
   return o;
 }
@@ -251,6 +253,12 @@ Napi::Value memory(const Napi::CallbackInfo& info) {
 Napi::Value reset_peak(const Napi::CallbackInfo& info) {
   memory_reset_peak(Device::CPU);
   memory_reset_peak(Device::CUDA);
+  return info.Env().Undefined();
+}
+
+// Frees the cached host blocks (memory the process keeps for reuse).
+Napi::Value empty_cache(const Napi::CallbackInfo& info) {
+  host_cache_release();
   return info.Env().Undefined();
 }
 
@@ -304,6 +312,7 @@ VLM_EXPORT("contiguous", contiguous_copy);
 VLM_EXPORT("toDevice", to_device);
 VLM_EXPORT("memory", memory);
 VLM_EXPORT("resetPeak", reset_peak);
+VLM_EXPORT("emptyCache", empty_cache);
 VLM_EXPORT("setNumThreads", set_threads);
 VLM_EXPORT("getNumThreads", get_threads);
 VLM_EXPORT("buildInfo", build_info);

@@ -19,4 +19,8 @@ struct Storage {
 
 using StoragePtr = std::shared_ptr<Storage>;
 
+// Freed host blocks of 1 MiB and more are cached for reuse (storage.cc says why).
+size_t host_cache_bytes();
+void host_cache_release();
+
 }  // namespace vlm
