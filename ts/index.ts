@@ -21,6 +21,8 @@ export * from './graph/ops/dropout.js';
 export * from './graph/ops/normalize.js';
 export * from './graph/ops/gather.js';
 export * from './graph/ops/device.js';
+export * from './graph/ops/attention.js';
+export * from './graph/attention_layers.js';
 export * from './graph/ops/conv2d.js';
 export * from './graph/ops/batch_norm.js';
 export * from './graph/ops/pool.js';
@@ -33,6 +35,10 @@ export * from './graph/optim/adamw.js';
 export * from './graph/optim/schedule.js';
 export * from './graph/optim/clip.js';
 export * as objectives from './objectives/index.js';
+export * as data from './data/index.js';
+export * from './graph/transformer.js';
+export * as models from './models/index.js';
+export * as train from './train/index.js';
 
 /** Live and peak bytes held by native tensors, per device. */
 export function memory(): { cpu: { liveBytes: number; peakBytes: number; cachedBytes: number };
