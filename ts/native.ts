@@ -210,8 +210,8 @@ export interface NativeBinding {
   /** The naive path (tests, benchmarks): B x B similarities and weights, the same uniforms; float64 probabilities when asked. */
   itmMineReference(image: NT, text: NT, temperature: number, imageIds: NT | null, seed: number, offset: number,
     weightFloor: number, returnProbs: boolean): { negativeText: NT; negativeImage: NT; probI2T: NT | null; probT2I: NT | null };
-  /** Mining tile in GEMM rows x columns (default 256 x 256); sets it when given. Returns the current pair. */
-  itmTiles(rows?: number, cols?: number): [number, number];
+  /** Mining tile in GEMM rows x columns (default 256 x 256) and rows x segments per thread table (default 65536); sets them when given. */
+  itmTiles(rows?: number, cols?: number, segmentCells?: number): [number, number, number];
   /** features [3B, H] or [3B, Q, H], weight [2, H], bias [2]: loss (0-d) and gradients of gradScale * loss where `needs`. */
   itmHead(features: NT, weight: NT, bias: NT, gradScale: number, needs: boolean[]):
     { loss: NT; correct: number; dFeatures: NT | null; dWeight: NT | null; dBias: NT | null };

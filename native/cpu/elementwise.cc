@@ -19,6 +19,7 @@
 #include <limits>
 #include "core/iter.h"
 #include "core/parallel.h"
+#include "core/vec_math.h"
 
 #define VLM_INLINE inline __attribute__((always_inline))
 
@@ -68,28 +69,8 @@ namespace {
 VLM_INLINE float as_float(int32_t i) { float f; std::memcpy(&f, &i, 4); return f; }
 VLM_INLINE int32_t as_int(float f) { int32_t i; std::memcpy(&i, &f, 4); return i; }
 
-// exp: Cephes polynomial on x - n ln2; 2^n is applied in two halves so that denormal
-// results and overflow to inf come out right. NaN in, NaN out.
-VLM_INLINE float fexp(float x) {
-  float xc = x < -104.f ? -104.f : x;
-  xc = xc > 89.f ? 89.f : xc;
-  xc = x == x ? xc : 0.f;
-  const float magic = 12582912.f;  // 1.5 * 2^23: adding it rounds to an integer
-  float n = (xc * 1.44269504088896341f + magic) - magic;
-  float r = xc - n * 0.693359375f;
-  r = r + n * 2.12194440e-4f;
-  float p = 1.9875691500E-4f;
-  p = p * r + 1.3981999507E-3f;
-  p = p * r + 8.3334519073E-3f;
-  p = p * r + 4.1665795894E-2f;
-  p = p * r + 1.6666665459E-1f;
-  p = p * r + 5.0000001201E-1f;
-  p = p * r * r + r + 1.f;
-  int32_t ni = static_cast<int32_t>(n);
-  int32_t n1 = ni >> 1, n2 = ni - n1;
-  float y = p * as_float((n1 + 127) << 23) * as_float((n2 + 127) << 23);
-  return x == x ? y : x;
-}
+// exp: every input (denormal results, overflow to inf, NaN in NaN out); core/vec_math.h.
+VLM_INLINE float fexp(float x) { return vec::exp_f32_full(x); }
 
 // log: Cephes polynomial on the mantissa in [sqrt(1/2), sqrt(2)). log(0) = -inf,
 // log(x < 0) = NaN, log(inf) = inf; denormals are scaled up first.

@@ -2,7 +2,7 @@
 // Each lane (the `n` entries along the axis) is reduced in a fixed order with 16
 // partial sums, so results do not depend on the thread count. Lanes with inner > 1
 // are transposed through a small per-thread tile so the row kernels see contiguous data.
-// float32 uses a polynomial exp (Cephes expf, ~1 ulp) that the compiler vectorises.
+// float32 uses the polynomial exp of core/vec_math.h (Cephes expf, ~1 ulp; AVX2 lanes).
 #include "ops/softmax.h"
 #include <omp.h>
 #include <algorithm>
@@ -12,15 +12,14 @@
 #include <limits>
 #include <vector>
 #include "core/parallel.h"
-#if defined(__AVX2__) && defined(__FMA__)
-#include <immintrin.h>
-#endif
+#include "core/vec_math.h"
 
 namespace vlm {
 namespace cpu {
 namespace {
 
 constexpr int kAcc = 16;
+using vec::exp_f32;  // the float exp (core/vec_math.h)
 
 // sum of f(i) for i in [0, n) with kAcc partial sums combined pairwise: a fixed order.
 template <typename A, typename F>
@@ -49,28 +48,6 @@ inline T max_fixed(int64_t n, const T* x) {
   return acc[0];
 }
 
-// exp for float without a libm call (vectorisable). Below -87.34 gives 0 (so -inf -> 0),
-// NaN stays NaN, large inputs clamp near FLT_MAX (softmax only passes x - max <= 0).
-inline float exp_f32(float x) {
-  const float hi = 88.3762626647949f, lo = -87.3365447504f;
-  float xc = x > hi ? hi : x;
-  xc = xc < lo ? lo : xc;
-  float t = xc * 1.44269504088896341f + 12582912.f;  // round(x / ln2) in the low mantissa bits
-  float n = t - 12582912.f;
-  float r = xc - n * 0.693359375f;
-  r = r - n * -2.12194440e-4f;
-  float p = 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  p = p * (r * r) + r + 1.f;
-  int32_t ni = __builtin_bit_cast(int32_t, t) - 0x4B400000;
-  float scale = __builtin_bit_cast(float, static_cast<int32_t>(static_cast<uint32_t>(ni + 127) << 23));
-  float y = p * scale;
-  return x < lo ? 0.f : y;
-}
 inline float exp_t(float x) { return exp_f32(x); }
 inline double exp_t(double x) { return std::exp(x); }
 
@@ -113,42 +90,10 @@ void backward_row(const T* y, const T* gy, T* gx, int64_t n, bool log) {
 
 #if defined(__AVX2__) && defined(__FMA__)
 // float32 lanes with AVX2: the compiler does not vectorise exp_f32 (its selects count as
-// control flow under trapping math), so the same polynomial is written with intrinsics.
-
-inline __m256 exp8(__m256 x) {
-  const __m256 lo = _mm256_set1_ps(-87.3365447504f), magic = _mm256_set1_ps(12582912.f);
-  __m256 xc = _mm256_min_ps(_mm256_set1_ps(88.3762626647949f), x);  // NaN stays NaN (2nd operand)
-  xc = _mm256_max_ps(lo, xc);
-  __m256 t = _mm256_fmadd_ps(xc, _mm256_set1_ps(1.44269504088896341f), magic);
-  __m256 n = _mm256_sub_ps(t, magic);
-  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), xc);
-  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
-  __m256 p = _mm256_set1_ps(1.9875691500e-4f);
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
-  p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.f)));
-  __m256i ni = _mm256_sub_epi32(_mm256_castps_si256(t), _mm256_set1_epi32(0x4B400000));
-  __m256 scale = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(ni, _mm256_set1_epi32(127)), 23));
-  __m256 y = _mm256_mul_ps(p, scale);
-  return _mm256_blendv_ps(y, _mm256_setzero_ps(), _mm256_cmp_ps(x, lo, _CMP_LT_OQ));
-}
-
-// Sum of the 8 lanes in a fixed order.
-inline float hsum8(__m256 v) {
-  __m128 a = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  a = _mm_add_ps(a, _mm_movehl_ps(a, a));
-  a = _mm_add_ss(a, _mm_movehdup_ps(a));
-  return _mm_cvtss_f32(a);
-}
-inline float hmax8(__m256 v) {
-  __m128 a = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  a = _mm_max_ps(a, _mm_movehl_ps(a, a));
-  a = _mm_max_ss(a, _mm_movehdup_ps(a));
-  return _mm_cvtss_f32(a);
-}
+// control flow under trapping math), so the rows use its 8-lane twin exp8 (core/vec_math.h).
+using vec::exp8;
+using vec::hmax8;
+using vec::hsum8;
 
 // sum over i of exp(x[i] - shift), also stored into y when y is non-null.
 inline float exp_sum(const float* x, float* y, int64_t n, float shift) {

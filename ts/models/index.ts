@@ -1,0 +1,10 @@
+// The towers (vlm.models): each built from a plain JSON config merged over its defaults
+// and validated on construction (config.ts), initialised as its reference.
+export * from './config.js';
+export * from './init.js';
+export * from './freeze.js';
+export * from './vit.js';
+export * from './text_transformer.js';
+export * from './bert.js';
+export * from './efficientnet.js';
+export * from './causal_lm.js';
