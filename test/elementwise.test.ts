@@ -464,7 +464,7 @@ test('bad input raises TypeError / RangeError naming op and argument (child proc
     'number for tensor': ['TypeError', /^exp: expected a tensor for x but received the number 5$/],
     'two numbers': ['TypeError', /^add: expected a tensor for a or b but received the number 1 and the number 2$/],
     'string operand': ['TypeError', /^sub: expected a tensor or a number for b but received the string 'a'$/],
-    'int32 tensor': ['TypeError', /^relu: expected a float32 or float64 tensor for x but received a int32 tensor$/],
+    'int32 tensor': ['TypeError', /^relu: expected a float32 or float64 tensor for x but received an int32 tensor$/],
     'NaN scale': ['RangeError', /^scale: expected a finite number for c but received the number NaN$/],
     'NaN pow': ['RangeError', /^pow: expected a finite number for p but received the number NaN$/],
     'Infinity add': ['RangeError', /^add: expected a finite number for b but received the number Infinity$/],

@@ -204,7 +204,7 @@ test('bad input is a clear TypeError/RangeError naming the position, never a cra
   t.deepEqual(errors['gather rank'], { name: 'RangeError', message: 'gather: expected a tensor of rank 2 (the rank of x) for index but received shape [2]' });
   t.deepEqual(errors['gather too wide'], { name: 'RangeError', message: "gather: expected a shape no larger than x's shape [3, 4] outside axis 0 for index but received shape [1, 5]" });
   t.deepEqual(errors['gather float index'], { name: 'TypeError', message: 'gather: expected an int32 tensor for index but received a float32 tensor' });
-  t.deepEqual(errors['native index dtype'], { name: 'TypeError', message: 'indexSelect: expected a int32 tensor for index but received a float32 tensor' });
+  t.deepEqual(errors['native index dtype'], { name: 'TypeError', message: 'indexSelect: expected an int32 tensor for index but received a float32 tensor' });
   t.deepEqual(errors['native indexAdd src'], { name: 'RangeError', message: 'indexAdd: expected shape [3, 2] for src but received shape [2, 2]' });
   t.deepEqual(errors['native indexAdd value'], { name: 'RangeError', message: 'indexAdd: expected indices in [0, 5) for index but received 5 at position 1' });
   t.deepEqual(errors['native scatterAdd value'], { name: 'RangeError', message: 'scatterAdd: expected indices in [0, 3) for index but received 3 at position [1, 0]' });

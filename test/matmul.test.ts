@@ -370,7 +370,7 @@ test('bad input throws clear errors (in a child process)', (t) => {
     'K mismatch': ['RangeError', /^matmul: expected b with 3 rows .* for b but received shape \[4, 5\]/],
     'batch mismatch': ['RangeError', /^matmul: expected batch dims broadcastable with a's \[2\] for b but received shape \[3, 4, 5\]/],
     'dtype mismatch': ['TypeError', /^matmul: expected a float32 tensor \(the dtype of a\) for b but received a float64 tensor/],
-    'int dtype': ['TypeError', /^matmul: expected a float32 or float64 tensor for a but received a int32 tensor/],
+    'int dtype': ['TypeError', /^matmul: expected a float32 or float64 tensor for a but received an int32 tensor/],
     'not a tensor': ['TypeError', /^matmul: expected a tensor for b but received an array of length 2/],
     scalar: ['RangeError', /^matmul: expected a tensor of rank at least 1 for a but received shape \[\]/],
     'native rank 1': ['RangeError', /^matmul: expected a tensor of rank at least 2 for a but received shape \[3\]/],

@@ -271,7 +271,7 @@ test('bad input raises TypeError / RangeError naming op and argument (child proc
     'keepdim not boolean': ['TypeError', /^mean: expected a boolean for keepdim but received the string 'yes'$/],
     'not a tensor': ['TypeError', /^sum: expected a tensor for x but received an array of length 2$/],
     'disposed': ['TypeError', /^max: expected a live tensor for x but received a disposed tensor$/],
-    'int32': ['TypeError', /^sum: expected a float32 or float64 tensor for x but received a int32 tensor$/],
+    'int32': ['TypeError', /^sum: expected a float32 or float64 tensor for x but received an int32 tensor$/],
     'max of empty': ['RangeError', /^max: expected non-empty reduced axes for x but received shape \[0\]$/],
     'sumTo shape': ['RangeError', /^sumTo: expected a shape that broadcasts to \[2, 3\] for shape but received \[4\]$/],
     'sumTo not a shape': ['TypeError', /^sumTo: expected an array of non-negative integers for shape but received the string 'x'$/],

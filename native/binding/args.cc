@@ -11,6 +11,10 @@ std::string shape_str(const Shape& s) {
   return r + "]";
 }
 
+std::string a_tensor(DType d) {
+  return std::string(d == DType::I32 ? "an " : "a ") + dtype_name(d) + " tensor";
+}
+
 std::string describe(const Napi::Value& v) {
   if (v.IsUndefined()) return "undefined";
   if (v.IsNull()) return "null";
@@ -141,15 +145,15 @@ Device Args::device(size_t i, const char* name) const {
 }
 
 void expect_float(const char* op, const char* arg, const Tensor& t) {
-  if (!is_float(t.dtype)) type_error(op, arg, "a float32 or float64 tensor", std::string("a ") + dtype_name(t.dtype) + " tensor");
+  if (!is_float(t.dtype)) type_error(op, arg, "a float32 or float64 tensor", a_tensor(t.dtype));
 }
 void expect_dtype(const char* op, const char* arg, const Tensor& t, DType d) {
-  if (t.dtype != d) type_error(op, arg, std::string("a ") + dtype_name(d) + " tensor", std::string("a ") + dtype_name(t.dtype) + " tensor");
+  if (t.dtype != d) type_error(op, arg, a_tensor(d), a_tensor(t.dtype));
 }
 void expect_same_dtype(const char* op, const char* arg, const Tensor& t, const Tensor& ref, const char* ref_arg) {
   if (t.dtype != ref.dtype)
-    type_error(op, arg, std::string("a ") + dtype_name(ref.dtype) + " tensor (the dtype of " + ref_arg + ")",
-               std::string("a ") + dtype_name(t.dtype) + " tensor");
+    type_error(op, arg, a_tensor(ref.dtype) + " (the dtype of " + ref_arg + ")",
+               a_tensor(t.dtype));
 }
 void expect_cpu(const char* op, const char* arg, const Tensor& t) {
   if (t.device() != Device::CPU)

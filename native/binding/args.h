@@ -15,6 +15,8 @@ constexpr int64_t kMaxNumel = int64_t{1} << 40;
 constexpr int64_t kMaxDims = 16;
 
 std::string shape_str(const Shape& s);
+// "a float32 tensor", "an int32 tensor"
+std::string a_tensor(DType d);
 std::string describe(const Napi::Value& v);  // e.g. "a string 'abc'", "undefined"
 
 [[noreturn]] void type_error(const char* op, const char* arg, const std::string& expected, const std::string& got);

@@ -26,6 +26,11 @@ export function describe(v: unknown): string {
   return `a value of type ${typeof v}`;
 }
 
+/** "a float32 tensor" / "an int32 tensor": the phrase error messages use for a dtype. */
+export function aTensor(dtype: string): string {
+  return `${dtype === 'int32' ? 'an' : 'a'} ${dtype} tensor`;
+}
+
 function inferShape(data: Nested): number[] {
   const shape: number[] = [];
   let cur: Nested = data;

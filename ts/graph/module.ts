@@ -7,7 +7,7 @@
 import { native } from '../native.js';
 import { Tensor } from './tensor.js';
 import { keep } from './scope.js';
-import { describe } from './creation.js';
+import { describe, aTensor } from './creation.js';
 
 /** name -> tensor, in registration order (what stateDict() returns and loadStateDict() takes). */
 export type StateDict = Record<string, Tensor>;
@@ -48,7 +48,7 @@ export class Module {
     if (t.disposed) throw new TypeError(`param: expected a live tensor for ${name} but received a disposed tensor`);
     if (!t.isLeaf) throw new TypeError(`param: expected a leaf tensor for ${name} (create it under noGrad or detach() it) but received the result of an op`);
     if (t.dtype !== 'float32' && t.dtype !== 'float64')
-      throw new TypeError(`param: expected a float32 or float64 tensor for ${name} but received a ${t.dtype} tensor`);
+      throw new TypeError(`param: expected a float32 or float64 tensor for ${name} but received ${aTensor(t.dtype)}`);
     if (!t.isContiguous) throw new TypeError(`param: expected a contiguous tensor for ${name} but received a strided view`);
     this.checkFree('param', name, this._params);
     t.requiresGrad_(true);
@@ -174,7 +174,7 @@ export class Module {
       if (!sameShape(src.shape, dst.shape))
         throw new RangeError(`loadStateDict: expected shape [${dst.shape.join(', ')}] for '${k}' but received shape [${src.shape.join(', ')}]`);
       if (src.dtype !== dst.dtype)
-        throw new TypeError(`loadStateDict: expected a ${dst.dtype} tensor for '${k}' but received a ${src.dtype} tensor`);
+        throw new TypeError(`loadStateDict: expected ${aTensor(dst.dtype)} for '${k}' but received ${aTensor(src.dtype)}`);
       pairs.push([dst, src]);
     }
     for (const [dst, src] of pairs) if (dst !== src) native.copy(dst.handle, src.handle);

@@ -10,7 +10,7 @@
 import { native, type NativeTensor } from '../../native.js';
 import { record } from '../autograd.js';
 import { Tensor, wrap } from '../tensor.js';
-import { describe, nextRandom, tensor } from '../creation.js';
+import { describe, nextRandom, tensor, aTensor } from '../creation.js';
 
 export interface AttentionOptions {
   /**
@@ -37,17 +37,13 @@ export interface AttentionOptions {
 
 const OP = 'attention';
 
-function article(dtype: string): string {
-  return dtype === 'int32' || dtype === 'uint8' ? 'an' : 'a';
-}
-
 function checkQKV(name: string, x: unknown, ref?: Tensor): asserts x is Tensor {
   if (!(x instanceof Tensor)) throw new TypeError(`${OP}: expected a tensor for ${name} but received ${describe(x)}`);
   if (x.disposed) throw new TypeError(`${OP}: expected a live tensor for ${name} but received a disposed tensor`);
   if (x.dtype !== 'float32' && x.dtype !== 'float64')
-    throw new TypeError(`${OP}: expected a float32 or float64 tensor for ${name} but received ${article(x.dtype)} ${x.dtype} tensor`);
+    throw new TypeError(`${OP}: expected a float32 or float64 tensor for ${name} but received ${aTensor(x.dtype)}`);
   if (ref && x.dtype !== ref.dtype)
-    throw new TypeError(`${OP}: expected a ${ref.dtype} tensor (the dtype of q) for ${name} but received ${article(x.dtype)} ${x.dtype} tensor`);
+    throw new TypeError(`${OP}: expected ${aTensor(ref.dtype)} (the dtype of q) for ${name} but received ${aTensor(x.dtype)}`);
   if (x.ndim !== 4)
     throw new RangeError(`${OP}: expected a tensor [batch, heads, length, headDim] for ${name} but received shape [${x.shape.join(', ')}]`);
 }
@@ -96,7 +92,7 @@ export function attention(q: Tensor, k: Tensor, v: Tensor, options: AttentionOpt
     if (!(mask instanceof Tensor)) throw new TypeError(`${OP}: expected a tensor or null for options.mask but received ${describe(mask)}`);
     if (mask.disposed) throw new TypeError(`${OP}: expected a live tensor for options.mask but received a disposed tensor`);
     if (mask.dtype !== 'uint8' && mask.dtype !== q.dtype)
-      throw new TypeError(`${OP}: expected a uint8 (1 = may attend) or ${q.dtype} (additive) tensor for options.mask but received ${article(mask.dtype)} ${mask.dtype} tensor`);
+      throw new TypeError(`${OP}: expected a uint8 (1 = may attend) or ${q.dtype} (additive) tensor for options.mask but received ${aTensor(mask.dtype)}`);
     const full = [q.shape[0]!, q.shape[1]!, Lq, Lk];
     const lead = 4 - mask.ndim;
     if (lead < 0 || mask.shape.some((d, i) => d !== 1 && d !== full[lead + i]))
@@ -110,7 +106,7 @@ export function attention(q: Tensor, k: Tensor, v: Tensor, options: AttentionOpt
   if (kp !== null) {
     if (kp instanceof Tensor) {
       if (kp.dtype !== 'int32')
-        throw new TypeError(`${OP}: expected an int32 tensor or an array of integers for options.keyPadding but received ${article(kp.dtype)} ${kp.dtype} tensor`);
+        throw new TypeError(`${OP}: expected an int32 tensor or an array of integers for options.keyPadding but received ${aTensor(kp.dtype)}`);
       lensT = kp;
     } else if (Array.isArray(kp) && kp.every((x) => typeof x === 'number' && Number.isInteger(x) && x >= -(2 ** 31) && x < 2 ** 31)) {
       ownLens = lensT = tensor(kp as number[], [kp.length], { dtype: 'int32' });

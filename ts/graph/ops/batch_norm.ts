@@ -6,7 +6,7 @@
 import { native } from '../../native.js';
 import { record } from '../autograd.js';
 import { Tensor, wrap } from '../tensor.js';
-import { describe } from '../creation.js';
+import { describe, aTensor } from '../creation.js';
 
 export interface BatchNormOptions {
   /** Batch statistics (and running-buffer updates) when true; running statistics when false (default, as torch). */
@@ -17,13 +17,12 @@ export interface BatchNormOptions {
   eps?: number;
 }
 
-const an = (dtype: string) => (dtype === 'int32' ? 'an' : 'a');
 
 function channelArg(op: string, name: string, t: unknown, x: Tensor, C: number): Tensor | null {
   if (t === undefined || t === null) return null;
   if (!(t instanceof Tensor)) throw new TypeError(`${op}: expected a tensor or null for ${name} but received ${describe(t)}`);
   if (t.disposed) throw new TypeError(`${op}: expected a live tensor for ${name} but received a disposed tensor`);
-  if (t.dtype !== x.dtype) throw new TypeError(`${op}: expected a ${x.dtype} tensor (the dtype of x) for ${name} but received ${an(t.dtype)} ${t.dtype} tensor`);
+  if (t.dtype !== x.dtype) throw new TypeError(`${op}: expected ${aTensor(x.dtype)} (the dtype of x) for ${name} but received ${aTensor(t.dtype)}`);
   if (t.device !== x.device) throw new TypeError(`${op}: expected a ${x.device} tensor (the device of x) for ${name} but received a ${t.device} tensor`);
   if (t.ndim !== 1 || t.shape[0] !== C) throw new RangeError(`${op}: expected shape [${C}] for ${name} but received shape [${t.shape.join(', ')}]`);
   return t;
@@ -41,7 +40,7 @@ export function batchNorm(x: Tensor, runningMean: Tensor | null | undefined, run
   if (!(x instanceof Tensor)) throw new TypeError(`${op}: expected a tensor for x but received ${describe(x)}`);
   if (x.disposed) throw new TypeError(`${op}: expected a live tensor for x but received a disposed tensor`);
   if (x.dtype !== 'float32' && x.dtype !== 'float64')
-    throw new TypeError(`${op}: expected a float32 or float64 tensor for x but received ${an(x.dtype)} ${x.dtype} tensor`);
+    throw new TypeError(`${op}: expected a float32 or float64 tensor for x but received ${aTensor(x.dtype)}`);
   if (x.ndim < 2) throw new RangeError(`${op}: expected a tensor [N, C, ...] of rank at least 2 for x but received shape [${x.shape.join(', ')}]`);
   if (options === null || typeof options !== 'object')
     throw new TypeError(`${op}: expected an options object for options but received ${describe(options)}`);

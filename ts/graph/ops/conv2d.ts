@@ -5,7 +5,7 @@
 import { native } from '../../native.js';
 import { record } from '../autograd.js';
 import { Tensor, wrap } from '../tensor.js';
-import { describe } from '../creation.js';
+import { describe, aTensor } from '../creation.js';
 
 /** A size per spatial axis: one number for both, or [h, w]. */
 export type Size2 = number | readonly [number, number];
@@ -17,7 +17,6 @@ export interface Conv2dOptions {
   groups?: number;   // default 1; C and O must be multiples of it (groups = C: depthwise)
 }
 
-const an = (dtype: string) => (dtype === 'int32' ? 'an' : 'a');
 
 function checkTensor(op: string, name: string, v: unknown): asserts v is Tensor {
   if (!(v instanceof Tensor)) throw new TypeError(`${op}: expected a tensor for ${name} but received ${describe(v)}`);
@@ -46,11 +45,11 @@ export function conv2d(x: Tensor, weight: Tensor, bias?: Tensor | null, options:
   const op = 'conv2d';
   checkTensor(op, 'x', x);
   if (x.dtype !== 'float32' && x.dtype !== 'float64')
-    throw new TypeError(`${op}: expected a float32 or float64 tensor for x but received ${an(x.dtype)} ${x.dtype} tensor`);
+    throw new TypeError(`${op}: expected a float32 or float64 tensor for x but received ${aTensor(x.dtype)}`);
   if (x.ndim !== 4) throw new RangeError(`${op}: expected a 4-d tensor [N, C, H, W] for x but received shape [${x.shape.join(', ')}]`);
   checkTensor(op, 'weight', weight);
   if (weight.dtype !== x.dtype)
-    throw new TypeError(`${op}: expected a ${x.dtype} tensor (the dtype of x) for weight but received ${an(weight.dtype)} ${weight.dtype} tensor`);
+    throw new TypeError(`${op}: expected ${aTensor(x.dtype)} (the dtype of x) for weight but received ${aTensor(weight.dtype)}`);
   if (weight.device !== x.device)
     throw new TypeError(`${op}: expected a ${x.device} tensor (the device of x) for weight but received a ${weight.device} tensor`);
   if (weight.ndim !== 4)
@@ -78,7 +77,7 @@ export function conv2d(x: Tensor, weight: Tensor, bias?: Tensor | null, options:
   if (bias !== undefined && bias !== null) {
     checkTensor(op, 'bias', bias);
     if (bias.dtype !== x.dtype)
-      throw new TypeError(`${op}: expected a ${x.dtype} tensor (the dtype of x) for bias but received ${an(bias.dtype)} ${bias.dtype} tensor`);
+      throw new TypeError(`${op}: expected ${aTensor(x.dtype)} (the dtype of x) for bias but received ${aTensor(bias.dtype)}`);
     if (bias.ndim !== 1 || bias.shape[0] !== O)
       throw new RangeError(`${op}: expected shape [${O}] for bias but received shape [${bias.shape.join(', ')}]`);
     b = bias;

@@ -5,7 +5,7 @@
 import { native, type BinaryOp, type UnaryOp } from '../../native.js';
 import { record } from '../autograd.js';
 import { Tensor, wrap } from '../tensor.js';
-import { describe } from '../creation.js';
+import { describe, aTensor } from '../creation.js';
 import { sumTo } from './reduce.js';
 
 export type Operand = Tensor | number;
@@ -14,7 +14,7 @@ function checkFloat(op: string, name: string, x: unknown): asserts x is Tensor {
   if (!(x instanceof Tensor)) throw new TypeError(`${op}: expected a tensor for ${name} but received ${describe(x)}`);
   if (x.disposed) throw new TypeError(`${op}: expected a live tensor for ${name} but received a disposed tensor`);
   if (x.dtype !== 'float32' && x.dtype !== 'float64')
-    throw new TypeError(`${op}: expected a float32 or float64 tensor for ${name} but received a ${x.dtype} tensor`);
+    throw new TypeError(`${op}: expected a float32 or float64 tensor for ${name} but received ${aTensor(x.dtype)}`);
 }
 
 function checkFinite(op: string, name: string, v: unknown): number {
@@ -107,7 +107,7 @@ function operands(op: string, a: unknown, b: unknown, [na, nb]: [string, string]
   const at = a as Tensor;
   if (bNum) return [at, wrap(native.full([], checkFinite(op, nb, b), at.dtype, at.device)), true];
   const bt = b as Tensor;
-  if (bt.dtype !== at.dtype) throw new TypeError(`${op}: expected a ${at.dtype} tensor (the dtype of ${na}) for ${nb} but received a ${bt.dtype} tensor`);
+  if (bt.dtype !== at.dtype) throw new TypeError(`${op}: expected ${aTensor(at.dtype)} (the dtype of ${na}) for ${nb} but received ${aTensor(bt.dtype)}`);
   if (bt.device !== at.device) throw new TypeError(`${op}: expected a ${at.device} tensor (the device of ${na}) for ${nb} but received a ${bt.device} tensor`);
   if (broadcastShape(at.shape, bt.shape) === null)
     throw new RangeError(`${op}: expected a shape that broadcasts with [${at.shape.join(', ')}] (the shape of ${na}) for ${nb} but received [${bt.shape.join(', ')}]`);

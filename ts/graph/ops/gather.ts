@@ -5,7 +5,7 @@
 import { native, type NativeTensor } from '../../native.js';
 import { record } from '../autograd.js';
 import { Tensor, wrap } from '../tensor.js';
-import { describe } from '../creation.js';
+import { describe, aTensor } from '../creation.js';
 import { normAxis } from './views.js';
 
 function checkTensor(op: string, name: string, x: unknown): asserts x is Tensor {
@@ -15,7 +15,7 @@ function checkTensor(op: string, name: string, x: unknown): asserts x is Tensor 
 
 function checkIndex(op: string, name: string, index: unknown): asserts index is Tensor {
   checkTensor(op, name, index);
-  if (index.dtype !== 'int32') throw new TypeError(`${op}: expected an int32 tensor for ${name} but received a ${index.dtype} tensor`);
+  if (index.dtype !== 'int32') throw new TypeError(`${op}: expected an int32 tensor for ${name} but received ${aTensor(index.dtype)}`);
 }
 
 function stridesOf(shape: readonly number[]): number[] {

@@ -4,7 +4,7 @@
 import { native, type NativeTensor } from '../../native.js';
 import { record } from '../autograd.js';
 import { Tensor, wrap } from '../tensor.js';
-import { describe } from '../creation.js';
+import { describe, aTensor } from '../creation.js';
 
 function stridesOf(shape: readonly number[]): number[] {
   const st = new Array<number>(shape.length);
@@ -26,7 +26,7 @@ function reshaped(h: NativeTensor, shape: number[]): Tensor {
 function checkParam(name: string, p: unknown, x: Tensor, ns: number[]): Tensor | null {
   if (p === undefined || p === null) return null;
   if (!(p instanceof Tensor)) throw new TypeError(`layerNorm: expected a tensor or null for ${name} but received ${describe(p)}`);
-  if (p.dtype !== x.dtype) throw new TypeError(`layerNorm: expected a ${x.dtype} tensor (the dtype of x) for ${name} but received ${p.dtype === 'int32' ? 'an' : 'a'} ${p.dtype} tensor`);
+  if (p.dtype !== x.dtype) throw new TypeError(`layerNorm: expected ${aTensor(x.dtype)} (the dtype of x) for ${name} but received ${aTensor(p.dtype)}`);
   if (p.ndim !== ns.length || p.shape.some((d, i) => d !== ns[i]))
     throw new RangeError(`layerNorm: expected shape [${ns.join(', ')}] (normalizedShape) for ${name} but received shape [${p.shape.join(', ')}]`);
   return p;

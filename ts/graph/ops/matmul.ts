@@ -7,7 +7,7 @@
 import { native, type NativeTensor } from '../../native.js';
 import { record } from '../autograd.js';
 import { Tensor, wrap } from '../tensor.js';
-import { describe } from '../creation.js';
+import { describe, aTensor } from '../creation.js';
 import { sumTo } from './reduce.js';
 
 type NT = NativeTensor;
@@ -22,9 +22,9 @@ function checkOperand(op: string, name: string, x: unknown, ref?: Tensor, refNam
   if (ref && x.device !== ref.device)
     throw new TypeError(`${op}: expected a ${ref.device} tensor (the device of ${refName}) for ${name} but received a ${x.device} tensor`);
   if (ref && x.dtype !== ref.dtype)
-    throw new TypeError(`${op}: expected a ${ref.dtype} tensor (the dtype of ${refName}) for ${name} but received a ${x.dtype} tensor`);
+    throw new TypeError(`${op}: expected ${aTensor(ref.dtype)} (the dtype of ${refName}) for ${name} but received ${aTensor(x.dtype)}`);
   if (x.dtype !== 'float32' && x.dtype !== 'float64')
-    throw new TypeError(`${op}: expected a float32 or float64 tensor for ${name} but received a ${x.dtype} tensor`);
+    throw new TypeError(`${op}: expected a float32 or float64 tensor for ${name} but received ${aTensor(x.dtype)}`);
 }
 
 function contiguousStrides(shape: readonly number[]): number[] {

@@ -5,15 +5,14 @@
 import { native } from '../../native.js';
 import { record } from '../autograd.js';
 import { Tensor, wrap } from '../tensor.js';
-import { describe } from '../creation.js';
+import { describe, aTensor } from '../creation.js';
 
-const an = (dtype: string) => (dtype === 'int32' ? 'an' : 'a');
 
 function checkFloat(op: string, name: string, v: unknown): asserts v is Tensor {
   if (!(v instanceof Tensor)) throw new TypeError(`${op}: expected a tensor for ${name} but received ${describe(v)}`);
   if (v.disposed) throw new TypeError(`${op}: expected a live tensor for ${name} but received a disposed tensor`);
   if (v.dtype !== 'float32' && v.dtype !== 'float64')
-    throw new TypeError(`${op}: expected a float32 or float64 tensor for ${name} but received ${an(v.dtype)} ${v.dtype} tensor`);
+    throw new TypeError(`${op}: expected a float32 or float64 tensor for ${name} but received ${aTensor(v.dtype)}`);
 }
 
 function checkImage(op: string, x: unknown): asserts x is Tensor {
@@ -85,7 +84,7 @@ function checkSequence(op: string, x: unknown, mask: unknown): [Tensor, Tensor |
   if (mask === undefined || mask === null) return [x, null];
   if (!(mask instanceof Tensor)) throw new TypeError(`${op}: expected a uint8 tensor or null for mask but received ${describe(mask)}`);
   if (mask.disposed) throw new TypeError(`${op}: expected a live tensor for mask but received a disposed tensor`);
-  if (mask.dtype !== 'uint8') throw new TypeError(`${op}: expected a uint8 tensor for mask but received ${an(mask.dtype)} ${mask.dtype} tensor`);
+  if (mask.dtype !== 'uint8') throw new TypeError(`${op}: expected a uint8 tensor for mask but received ${aTensor(mask.dtype)}`);
   if (mask.device !== x.device) throw new TypeError(`${op}: expected a ${x.device} tensor (the device of x) for mask but received a ${mask.device} tensor`);
   if (mask.ndim !== 2 || mask.shape[0] !== x.shape[0] || mask.shape[1] !== x.shape[1])
     throw new RangeError(`${op}: expected shape [${x.shape[0]}, ${x.shape[1]}] for mask but received shape [${mask.shape.join(', ')}]`);

@@ -3,13 +3,13 @@
 import { native } from '../../native.js';
 import { record } from '../autograd.js';
 import { Tensor, wrap } from '../tensor.js';
-import { describe } from '../creation.js';
+import { describe, aTensor } from '../creation.js';
 
 function checkFloat(op: string, name: string, x: unknown): asserts x is Tensor {
   if (!(x instanceof Tensor)) throw new TypeError(`${op}: expected a tensor for ${name} but received ${describe(x)}`);
   if (x.disposed) throw new TypeError(`${op}: expected a live tensor for ${name} but received a disposed tensor`);
   if (x.dtype !== 'float32' && x.dtype !== 'float64')
-    throw new TypeError(`${op}: expected a float32 or float64 tensor for ${name} but received a ${x.dtype} tensor`);
+    throw new TypeError(`${op}: expected a float32 or float64 tensor for ${name} but received ${aTensor(x.dtype)}`);
 }
 
 /** Sorted, distinct, non-negative axes; undefined or [] means every axis. */

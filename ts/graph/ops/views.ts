@@ -3,7 +3,7 @@
 import { native } from '../../native.js';
 import { record } from '../autograd.js';
 import { Tensor, wrap } from '../tensor.js';
-import { describe } from '../creation.js';
+import { describe, aTensor } from '../creation.js';
 import { sumTo } from './reduce.js';
 
 function sameShape(a: readonly number[], b: readonly number[]): boolean {
@@ -209,7 +209,7 @@ export function concat(tensors: readonly Tensor[], axis = 0): Tensor {
   tensors.forEach((t, i) => {
     if (t.ndim !== first.ndim || t.shape.some((d: number, j: number) => j !== a && d !== first.shape[j]))
       throw new RangeError(`concat: expected tensors[${i}] to match [${first.shape.join(', ')}] except on axis ${a} but received [${t.shape.join(', ')}]`);
-    if (t.dtype !== first.dtype) throw new TypeError(`concat: expected a ${first.dtype} tensor for tensors[${i}] but received ${t.dtype}`);
+    if (t.dtype !== first.dtype) throw new TypeError(`concat: expected ${aTensor(first.dtype)} for tensors[${i}] but received ${aTensor(t.dtype)}`);
     total += t.shape[a]!;
   });
   const sh = [...first.shape];

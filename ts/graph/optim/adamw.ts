@@ -4,7 +4,7 @@
 import { native } from '../../native.js';
 import { Tensor, wrap } from '../tensor.js';
 import { keep } from '../scope.js';
-import { describe } from '../creation.js';
+import { describe, aTensor } from '../creation.js';
 import { Module } from '../module.js';
 
 export interface ParamGroup {
@@ -92,7 +92,7 @@ export class AdamW {
       group.params.forEach((p, pi) => {
         if (!(p instanceof Tensor)) throw new TypeError(`AdamW: expected a tensor for params[${gi}].params[${pi}] but received ${describe(p)}`);
         if (p.dtype !== 'float32' && p.dtype !== 'float64')
-          throw new TypeError(`AdamW: expected a float32 or float64 tensor for params[${gi}].params[${pi}] but received a ${p.dtype} tensor`);
+          throw new TypeError(`AdamW: expected a float32 or float64 tensor for params[${gi}].params[${pi}] but received ${aTensor(p.dtype)}`);
         if (!p.isLeaf) throw new TypeError(`AdamW: expected a leaf tensor for params[${gi}].params[${pi}] but received the result of an op`);
         if (seen.has(p)) throw new RangeError(`AdamW: expected each parameter in one group only but params[${gi}].params[${pi}] appears twice`);
         seen.add(p);
@@ -189,7 +189,7 @@ export class AdamW {
         if (!sameShape(t.shape, p.shape))
           throw new RangeError(`AdamW.loadStateDict: expected shape [${p.shape.join(', ')}] for state[${i}].${k} but received shape [${t.shape.join(', ')}]`);
         if (t.dtype !== p.dtype)
-          throw new TypeError(`AdamW.loadStateDict: expected a ${p.dtype} tensor for state[${i}].${k} but received a ${t.dtype} tensor`);
+          throw new TypeError(`AdamW.loadStateDict: expected ${aTensor(p.dtype)} for state[${i}].${k} but received ${aTensor(t.dtype)}`);
       }
       restored.set(p, s);
     }
