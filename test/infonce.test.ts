@@ -3,9 +3,8 @@
 // materialised float64 reference, numeric hazards, memory, determinism, the temperature
 // clamps and bad input (in a child process).
 import test from 'ava';
-import { pathToFileURL } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { join, dirname } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { native } from '../ts/native.js';
 import { Tensor, wrap } from '../ts/graph/tensor.js';
 import { randn, tensor, full } from '../ts/graph/creation.js';
@@ -157,6 +156,22 @@ test('accuracy: identical normalised pairs give 1, and ids count any positive', 
   // ids floor(i / 2): i - 1 shares image i's id exactly when i is odd, so half the rows are right.
   const r2 = infoNCE(x, shifted, { logitScale: 3, normalize: true, imageIds: range(50, (i) => Math.floor(i / 2)) });
   t.is(r2.accI2T, 0.5);
+});
+
+test('accuracy: ties go to the first column, across vector lanes and tiles', (t) => {
+  // Every logit equal: each row's arg-max is column 0, so only row 0 is right.
+  const same = full([40, 4], 0.5, f64);
+  for (const tiles of [[256, 256], [3, 5]] as const) {
+    const before = native.infonceTiles();
+    native.infonceTiles(...tiles);
+    try {
+      const r = infoNCE(same, same, { logitScale: 1 });
+      t.is(r.accI2T, 1 / 40, `tiles ${tiles}`);
+      t.is(r.accT2I, 1 / 40, `tiles ${tiles}`);
+    } finally {
+      native.infonceTiles(...before);
+    }
+  }
 });
 
 test('fused float32 matches the float64 reference at B = 1000 and 3000 (loss, gradients, accuracy)', (t) => {
@@ -416,7 +431,7 @@ test('bad input: each a clear TypeError/RangeError, no crash (child process)', (
     'ids not int32': ['TypeError', /^infoNCE: expected an int32 tensor for options.imageIds but received a float32 tensor$/],
     'both parametrisations': ['TypeError', /exactly one of options.logitScale and options.temperature but received both/],
     'neither parametrisation': ['TypeError', /exactly one of options.logitScale and options.temperature but received neither/],
-    'int32 image': ['TypeError', /^infoNCE: expected a float32 or float64 tensor for image but received a int32 tensor$/],
+    'int32 image': ['TypeError', /^infoNCE: expected a float32 or float64 tensor for image but received an int32 tensor$/],
     'dtype mix': ['TypeError', /^infoNCE: expected a float32 tensor \(the dtype of image\) for text but received a float64 tensor$/],
     'param dtype': ['TypeError', /for options.logitScale but received a float64 tensor/],
     'param two elements': ['RangeError', /one element for options.logitScale but received shape \[2\]/],

@@ -219,6 +219,30 @@ export interface NativeBinding {
   itmHeadReference(features: NT, weight: NT, bias: NT):
     { loss: number; correct: number; dFeatures: NT; dWeight: NT; dBias: NT };
 
+  // ---- decode (binding/decode.cc): KV-cached incremental attention and token selection (ops/decode.h).
+  // A cache is a contiguous float tensor [N, heads, maxLength, headDim] written in place; rows
+  // [N, T, heads * headDim] may be views (a unit last stride is read in place). Scores are [N, V].
+  /** Writes k and v [N, T, H*Dh] into cacheK / cacheV at positions [position, position + T). */
+  kvCacheWrite(cacheK: NT, cacheV: NT, k: NT, v: NT, position: number): void;
+  /** In place in every cache: row i over positions [0, length) becomes the old row index[i] (int32 [N]). */
+  kvCacheReorder(caches: NT[], index: NT, length: number): void;
+  /**
+   * q [N, T, H*Dh] attends to keys/values [0, length) of k, v [N, H, Lk, Dh] -> [N, T, H*Dh]. causal:
+   * query t sees keys j <= length - T + t; keyMask uint8 [N or 1, Lk] (1 = may attend).
+   */
+  decodeAttention(q: NT, k: NT, v: NT, options: { length: number; causal: boolean; scale: number; keyMask: NT | null }): NT;
+  /**
+   * A new [N, V] tensor: log_softmax per row first when logSoftmax, then HF's repetition penalty over the
+   * ids of history int32 [N, L] (negative ids skipped), then the suppressed ids (int32 [S]) set to -inf.
+   */
+  decodeProcessLogits(logits: NT, options: { logSoftmax: boolean; history: NT | null; repetitionPenalty: number; suppress: NT | null }): NT;
+  /** int32 [N]: the first index of each row's maximum. */
+  decodeArgmax(scores: NT): NT;
+  /** int32 [N]: a token per row from softmax(scores / temperature) after top-k then top-p; row n uses Philox(seed, offset + n). */
+  decodeSample(scores: NT, options: { temperature: number; topK: number; topP: number; minKeep: number; seed: number; offset: number }): NT;
+  /** Per batch of `beams` rows: the `count` best beamScores[n] + scores[n, t] (float64 [N]), best first -> [B, count] each. */
+  decodeBeamCandidates(scores: NT, beamScores: NT, beams: number, count: number): { scores: NT; tokens: NT; beams: NT };
+
   // ---- adamw (binding/adamw.cc): one fused in-place update per parameter tensor
   adamwStep(param: NT, grad: NT, m: NT, v: NT, lr: number, beta1: number, beta2: number, eps: number,
     weightDecay: number, step: number): void;

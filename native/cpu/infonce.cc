@@ -18,7 +18,9 @@
 // threads meet at a barrier after each step. So at any moment every row tile and
 // every column tile has a single owner: the per-row and per-column accumulators
 // (statistics, gradients, normalisation terms) need no locks and are summed in an
-// order fixed by the thread count, hence reproducible. GEMMs inside run single-threaded.
+// order fixed by the thread count, hence reproducible. Blocks with nothing to
+// accumulate per column (queue or momentum columns) skip the barriers. GEMMs inside
+// run single-threaded.
 #include "ops/infonce.h"
 #include <omp.h>
 #include <algorithm>
@@ -74,6 +76,51 @@ inline float exp_fast(float x) {
   return p * __builtin_bit_cast(float, bits);
 }
 inline double exp_fast(double x) { return std::exp(x); }
+
+// Max of x[0, n) and the first index holding it, 8 (float) or 4 (double) lanes at a
+// time with GCC vector extensions (a plain max reduction does not vectorise without
+// fast-math). NaN never wins; returns -inf and n when there is no number.
+template <typename T> struct Lanes;
+template <> struct Lanes<float> {
+  typedef float V __attribute__((vector_size(32)));
+  typedef int32_t I __attribute__((vector_size(32)));
+  static constexpr int L = 8;
+};
+template <> struct Lanes<double> {
+  typedef double V __attribute__((vector_size(32)));
+  typedef int64_t I __attribute__((vector_size(32)));
+  static constexpr int L = 4;
+};
+
+template <typename T>
+inline T max_arg(const T* x, int64_t n, int64_t* arg) {
+  using V = typename Lanes<T>::V;
+  using I = typename Lanes<T>::I;
+  constexpr int L = Lanes<T>::L;
+  T best = -std::numeric_limits<T>::infinity();
+  int64_t bi = n, j = 0;
+  if (n >= 2 * L) {
+    V vm;
+    std::memcpy(&vm, x, sizeof vm);
+    I vi, cur;
+    for (int l = 0; l < L; ++l) vi[l] = l;
+    cur = vi;
+    for (j = L; j + L <= n; j += L) {
+      V v;
+      std::memcpy(&v, x + j, sizeof v);
+      cur += L;
+      const auto gt = v > vm;
+      vm = gt ? v : vm;
+      vi = gt ? cur : vi;
+    }
+    for (int l = 0; l < L; ++l)
+      if (vm[l] > best || (vm[l] == best && vi[l] < bi)) { best = vm[l]; bi = vi[l]; }
+  }
+  for (; j < n; ++j)  // later indices: strictly greater keeps the first
+    if (x[j] > best) { best = x[j]; bi = j; }
+  if (arg) *arg = bi;
+  return best;
+}
 
 // A scratch tensor, so that vlm.memory() sees what the kernel allocates.
 Tensor scratch(int64_t n, DType dt) { return Tensor::empty({std::max<int64_t>(n, 1)}, dt, Device::CPU); }
@@ -180,22 +227,30 @@ struct Work {
 
 // ---- the tile loop -------------------------------------------------------------------------
 
+// f(thread, row tile, column tile) over all pairs. With own_cols, column tiles are
+// owned too (the rotation and a barrier per step); without, each thread sweeps the
+// columns of its row tiles in order, with no synchronisation at all.
 template <typename F>
-void run_tiles(int64_t n_rt, int64_t n_ct, int nch, F&& f) {
+void run_tiles(int64_t n_rt, int64_t n_ct, int nch, bool own_cols, F&& f) {
   if (nch <= 1) {
-    for (int64_t c = 0; c < n_ct; ++c)
-      for (int64_t r = 0; r < n_rt; ++r) f(0, r, c);
+    for (int64_t r = 0; r < n_rt; ++r)
+      for (int64_t c = 0; c < n_ct; ++c) f(0, r, c);
     return;
   }
 #pragma omp parallel num_threads(nch)
   {
     const int t = omp_get_thread_num(), nt = omp_get_num_threads();
     const int64_t rb = n_rt * t / nt, re = n_rt * (t + 1) / nt;
-    const int64_t off = n_ct * t / nt;  // distinct for distinct t because nt <= n_ct
-    for (int64_t k = 0; k < n_ct; ++k) {
-      const int64_t c = (k + off) % n_ct;
-      for (int64_t r = rb; r < re; ++r) f(t, r, c);
+    if (!own_cols) {
+      for (int64_t r = rb; r < re; ++r)
+        for (int64_t c = 0; c < n_ct; ++c) f(t, r, c);
+    } else {
+      const int64_t off = n_ct * t / nt;  // distinct for distinct t because nt <= n_ct
+      for (int64_t k = 0; k < n_ct; ++k) {
+        const int64_t c = (k + off) % n_ct;
+        for (int64_t r = rb; r < re; ++r) f(t, r, c);
 #pragma omp barrier
+      }
     }
   }
 }
@@ -203,7 +258,7 @@ void run_tiles(int64_t n_rt, int64_t n_ct, int nch, F&& f) {
 // Tiles of a block: rows [o, o+b) in tiles of TM entities, columns in tiles of TN.
 // f(work, r0, m, c0, n) with r0 the first row entity (global) and c0 the first column entity.
 template <typename T, typename F>
-void run_block(const Ctx<T>& cx, const Block<T>& bk, F&& f) {
+void run_block(const Ctx<T>& cx, const Block<T>& bk, bool own_cols, F&& f) {
   const int64_t TM = std::max<int64_t>(1, g_row_tile.load() / bk.R.q);
   const int64_t TN = std::max<int64_t>(1, g_col_tile.load() / bk.C.q);
   const int64_t n_rt = (cx.b + TM - 1) / TM, n_ct = (bk.C.n + TN - 1) / TN;
@@ -227,7 +282,7 @@ void run_block(const Ctx<T>& cx, const Block<T>& bk, F&& f) {
     w.v0 = p; w.v1 = p + TN; w.v2 = p + 2 * TN; w.v3 = p + 3 * TN;
     w.qarg = q; w.carg = q + ntile;
   }
-  run_tiles(n_rt, n_ct, nch, [&](int t, int64_t rt, int64_t ct) {
+  run_tiles(n_rt, n_ct, nch, own_cols, [&](int t, int64_t rt, int64_t ct) {
     const int64_t r0 = cx.o + rt * TM, m = std::min(TM, cx.o + cx.b - r0);
     const int64_t c0 = ct * TN, n = std::min(TN, bk.C.n - c0);
     f(work[t], r0, m, c0, n);
@@ -327,14 +382,9 @@ void forward_rows(const Ctx<T>& cx, const Block<T>& bk, Stats& S, const Work<T>&
   for (int64_t i = 0; i < m; ++i) {
     const int64_t g = r0 + i, k = g - cx.o;
     const T* si = w.s + i * n;
-    T mx = -std::numeric_limits<T>::infinity();
-#pragma omp simd reduction(max : mx)
-    for (int64_t j = 0; j < n; ++j) mx = std::max(mx, si[j]);
-    if (mx > -std::numeric_limits<T>::infinity()) {
-      int64_t jb = 0;
-      while (jb < n && !(si[jb] == mx)) ++jb;
-      if (jb < n) best_update(S.best[k], S.bestJ[k], mx, static_cast<double>(Jt + jb));
-    }
+    int64_t jb = n;
+    const T mx = max_arg(si, n, &jb);
+    if (jb < n) best_update(S.best[k], S.bestJ[k], mx, static_cast<double>(Jt + jb));
     lse_update(S.M[k], S.Z[k], mx, [&](double Mn) {
       const T mt = static_cast<T>(Mn);
       T acc = 0;
@@ -368,9 +418,7 @@ void forward_rows(const Ctx<T>& cx, const Block<T>& bk, Stats& S, const Work<T>&
     }
     if (cx.mom_targets) {
       const T* mi = w.ms + i * n;
-      T mmx = -std::numeric_limits<T>::infinity();
-#pragma omp simd reduction(max : mmx)
-      for (int64_t j = 0; j < n; ++j) mmx = std::max(mmx, mi[j]);
+      const T mmx = max_arg(mi, n, static_cast<int64_t*>(nullptr));
       const double Mn = std::max(S.mM[k], static_cast<double>(mmx));
       if (!(Mn > -kInf)) {
         S.mZ[k] = std::numeric_limits<double>::quiet_NaN();
@@ -707,7 +755,7 @@ InfonceForwardResult forward_t(const InfonceInputs& in) {
   st[0].bind(stbuf.data<double>(), b);
   st[1].bind(stbuf.data<double>() + Stats::kFields * b, b);
   for (const Block<T>& bk : P.blocks()) {
-    run_block(cx, bk, [&](const Work<T>& w, int64_t r0, int64_t m, int64_t c0, int64_t n) {
+    run_block(cx, bk, bk.cdir >= 0, [&](const Work<T>& w, int64_t r0, int64_t m, int64_t c0, int64_t n) {
       sim_tile(cx, bk.R, r0, m, bk.C, c0, n, w.raw, w.s, nullptr);
       if (cx.mom_targets) sim_tile(cx, bk.Rm, r0, m, bk.C, c0, n, w.raw, w.ms, nullptr);
       forward_rows(cx, bk, st[bk.rdir], w, r0, m, c0, n);
@@ -794,7 +842,7 @@ InfonceGradients backward_t(const InfonceInputs& in, const Tensor& saved, double
   for (const Block<T>& bk : P.blocks()) {
     if (!bk.R.dx && !bk.C.dx && !need_param) continue;  // nothing asked of this block
     std::fill(arow, arow + b, 0.0);
-    run_block(cx, bk, [&](const Work<T>& w, int64_t r0, int64_t m, int64_t c0, int64_t n) {
+    run_block(cx, bk, bk.C.dx != nullptr, [&](const Work<T>& w, int64_t r0, int64_t m, int64_t c0, int64_t n) {
       backward_tile(cx, bk, sv, w, r0, m, c0, n, a, arow);
     });
     for (int64_t k = 0; k < b; ++k) A += arow[k];
@@ -827,7 +875,7 @@ std::vector<T> hat_of(const T* x, int64_t rows, int64_t D, bool normalize, std::
 
 // dL/dx from dL/dx_hat through x_hat = x / max(||x||, eps).
 template <typename T>
-void norm_backward(const T* x, const std::vector<T>& h, const std::vector<double>& norms, std::vector<T>& dh,
+void norm_backward(const std::vector<T>& h, const std::vector<double>& norms, const std::vector<T>& dh,
                    int64_t rows, int64_t D, bool normalize, T* dx) {
   for (int64_t r = 0; r < rows; ++r) {
     if (!normalize) {
@@ -842,7 +890,6 @@ void norm_backward(const T* x, const std::vector<T>& h, const std::vector<double
     } else {
       for (int64_t d = 0; d < D; ++d) dx[r * D + d] = static_cast<T>(dh[r * D + d] / kNormEps);
     }
-    (void)x;
   }
 }
 
@@ -957,8 +1004,8 @@ InfonceReferenceResult reference_t(const InfonceInputs& in) {
   res.loss = loss;
   res.d_image = Tensor::empty(in.image.shape, dtype_of<T>(), Device::CPU);
   res.d_text = Tensor::empty(in.text.shape, dtype_of<T>(), Device::CPU);
-  norm_backward(in.image.data<T>(), himg, nimg, dhimg, B * Q, D, in.normalize, res.d_image.data<T>());
-  norm_backward(in.text.data<T>(), htxt, ntxt, dhtxt, B, D, in.normalize, res.d_text.data<T>());
+  norm_backward(himg, nimg, dhimg, B * Q, D, in.normalize, res.d_image.data<T>());
+  norm_backward(htxt, ntxt, dhtxt, B, D, in.normalize, res.d_text.data<T>());
   res.d_param = in.mode == InfonceScaleMode::LogitScale ? dscale * scale : -dscale * scale * scale;
   return res;
 }

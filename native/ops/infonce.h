@@ -75,8 +75,10 @@ InfonceForwardResult infonce_forward(const InfonceInputs& in);
 // (d_param is 0 when not asked).
 InfonceGradients infonce_backward(const InfonceInputs& in, const Tensor& saved, double grad_loss, bool need_image,
                                   bool need_text, bool need_param);
-// The slow obvious path in the inputs' dtype: materialises every logit, target and
-// probability matrix (b x N per direction), then gradients by the textbook formulas.
+// The slow obvious path in the inputs' dtype: materialises the normalised features and
+// the logit and gradient matrices (b x N per direction, plus the momentum logits), forms
+// targets and softmax row by row, then gradients by the textbook formulas (the chain
+// through x / max(||x||, eps) written out). Shares no code with the fused path.
 InfonceReferenceResult infonce_reference(const InfonceInputs& in);
 // GEMM rows x columns of a tile (default 256 x 256): tests use tiny ragged tiles.
 void infonce_set_tiles(int64_t rows, int64_t cols);

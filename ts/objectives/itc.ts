@@ -5,7 +5,7 @@
 import { native, type NativeTensor } from '../native.js';
 import { noGrad, record } from '../graph/autograd.js';
 import { Tensor, wrap } from '../graph/tensor.js';
-import { describe } from '../graph/creation.js';
+import { describe, aTensor } from '../graph/creation.js';
 
 const OP = 'infoNCE';
 
@@ -56,7 +56,7 @@ function sameShape(a: readonly number[], b: readonly number[]): boolean {
 
 function features(name: string, x: unknown, image: Tensor, shape: readonly number[] | null): Tensor {
   if (!(x instanceof Tensor)) throw new TypeError(`${OP}: expected a tensor for ${name} but received ${describe(x)}`);
-  if (x.dtype !== image.dtype) throw new TypeError(`${OP}: expected a ${image.dtype} tensor (the dtype of image) for ${name} but received a ${x.dtype} tensor`);
+  if (x.dtype !== image.dtype) throw new TypeError(`${OP}: expected ${aTensor(image.dtype)} (the dtype of image) for ${name} but received ${aTensor(x.dtype)}`);
   if (x.device !== image.device) throw new TypeError(`${OP}: expected a ${image.device} tensor (the device of image) for ${name} but received a ${x.device} tensor`);
   if (shape && !sameShape(x.shape, shape)) throw new RangeError(`${OP}: expected shape ${shapeStr(shape)} for ${name} but received shape ${shapeStr(x.shape)}`);
   return x;
@@ -65,7 +65,7 @@ function features(name: string, x: unknown, image: Tensor, shape: readonly numbe
 function idsTensor(name: string, v: unknown, n: number, device: Tensor['device']): Tensor {
   let t: Tensor;
   if (v instanceof Tensor) {
-    if (v.dtype !== 'int32') throw new TypeError(`${OP}: expected an int32 tensor for ${name} but received a ${v.dtype} tensor`);
+    if (v.dtype !== 'int32') throw new TypeError(`${OP}: expected an int32 tensor for ${name} but received ${aTensor(v.dtype)}`);
     t = v;
   } else if (v instanceof Int32Array || (Array.isArray(v) && v.every((x) => Number.isInteger(x) && Math.abs(x) <= 2147483647))) {
     const arr = v instanceof Int32Array ? v : Int32Array.from(v as number[]);
@@ -97,7 +97,7 @@ interface Checked {
 /** Validates everything (same messages as the native boundary) and builds the native options. */
 function check(image: unknown, text: unknown, options: InfoNCEOptions): Checked {
   if (!(image instanceof Tensor)) throw new TypeError(`${OP}: expected a tensor for image but received ${describe(image)}`);
-  if (!isFloat(image)) throw new TypeError(`${OP}: expected a float32 or float64 tensor for image but received a ${image.dtype} tensor`);
+  if (!isFloat(image)) throw new TypeError(`${OP}: expected a float32 or float64 tensor for image but received ${aTensor(image.dtype)}`);
   if (image.ndim !== 2 && image.ndim !== 3)
     throw new RangeError(`${OP}: expected a tensor of rank 2 [B, D] or 3 [B, Q, D] for image but received shape ${shapeStr(image.shape)}`);
   if (image.size === 0) throw new RangeError(`${OP}: expected a non-empty tensor for image but received shape ${shapeStr(image.shape)}`);
@@ -127,7 +127,7 @@ function check(image: unknown, text: unknown, options: InfoNCEOptions): Checked 
     if (hasScale && !(pv >= -69 && pv <= 69)) throw new RangeError(`${OP}: expected a log-scale in [-69, 69] for ${pname} but received ${describe(pv)}`);
     param = wrap(native.full([], pv, image.dtype, image.device));
   } else if (pv instanceof Tensor) {
-    if (pv.dtype !== image.dtype) throw new TypeError(`${OP}: expected a ${image.dtype} tensor (the dtype of image) for ${pname} but received a ${pv.dtype} tensor`);
+    if (pv.dtype !== image.dtype) throw new TypeError(`${OP}: expected ${aTensor(image.dtype)} (the dtype of image) for ${pname} but received ${aTensor(pv.dtype)}`);
     if (pv.size !== 1) throw new RangeError(`${OP}: expected a tensor with one element for ${pname} but received shape ${shapeStr(pv.shape)}`);
     param = pv;  // its value is checked natively (finite, in range)
   } else {
@@ -243,7 +243,7 @@ export function infoNCEReference(image: Tensor, text: Tensor, options: InfoNCEOp
 
 function clampParam(op: string, param: unknown, lo: number, hi: number): Tensor {
   if (!(param instanceof Tensor)) throw new TypeError(`${op}: expected a tensor for param but received ${describe(param)}`);
-  if (!isFloat(param)) throw new TypeError(`${op}: expected a float32 or float64 tensor for param but received a ${param.dtype} tensor`);
+  if (!isFloat(param)) throw new TypeError(`${op}: expected a float32 or float64 tensor for param but received ${aTensor(param.dtype)}`);
   if (param.size !== 1) throw new RangeError(`${op}: expected a tensor with one element for param but received shape ${shapeStr(param.shape)}`);
   noGrad(() => {
     const v = param.item();
