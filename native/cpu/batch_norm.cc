@@ -6,25 +6,13 @@
 #include "ops/batch_norm.h"
 #include <algorithm>
 #include <cmath>
+#include "core/lanes.h"
 #include "core/parallel.h"
 
 namespace vlm {
 namespace cpu {
 namespace {
 
-constexpr int kAcc = 16;
-
-template <typename F>
-inline double sum_fixed(int64_t n, F&& f) {
-  double acc[kAcc] = {};
-  int64_t i = 0;
-  for (; i + kAcc <= n; i += kAcc)
-    for (int j = 0; j < kAcc; ++j) acc[j] += static_cast<double>(f(i + j));
-  for (int j = 0; i < n; ++i, ++j) acc[j] += static_cast<double>(f(i));
-  for (int w = kAcc / 2; w > 0; w /= 2)
-    for (int j = 0; j < w; ++j) acc[j] += acc[j + w];
-  return acc[0];
-}
 
 // Channels per task: enough elements per task to pay for the thread start.
 int64_t channel_grain(int64_t per_channel) { return std::max<int64_t>(1, 16384 / std::max<int64_t>(per_channel, 1)); }
@@ -54,13 +42,13 @@ void batch_norm_forward(const Tensor& x, const Tensor* weight, const Tensor* bia
           double s = 0;
           for (int64_t n = 0; n < N; ++n) {
             const T* xc = xp + (n * C + c) * S;
-            s += sum_fixed(S, [&](int64_t i) { return xc[i]; });
+            s += sum_fixed<double>(S, [&](int64_t i) { return xc[i]; });
           }
           mu = M > 0 ? s / static_cast<double>(M) : 0.0;
           double q = 0;
           for (int64_t n = 0; n < N; ++n) {
             const T* xc = xp + (n * C + c) * S;
-            q += sum_fixed(S, [&](int64_t i) {
+            q += sum_fixed<double>(S, [&](int64_t i) {
               double dd = static_cast<double>(xc[i]) - mu;
               return dd * dd;
             });
@@ -113,8 +101,8 @@ void batch_norm_backward(const Tensor& x, const Tensor* weight, const Tensor& me
           for (int64_t n = 0; n < N; ++n) {
             const T* xc = xp + (n * C + c) * S;
             const T* gc = gp + (n * C + c) * S;
-            sg += sum_fixed(S, [&](int64_t i) { return gc[i]; });
-            sgx += sum_fixed(S, [&](int64_t i) { return gc[i] * ((xc[i] - m) * rs); });
+            sg += sum_fixed<double>(S, [&](int64_t i) { return gc[i]; });
+            sgx += sum_fixed<double>(S, [&](int64_t i) { return gc[i] * ((xc[i] - m) * rs); });
           }
         }
         if (dwp) dwp[c] = static_cast<T>(sgx);

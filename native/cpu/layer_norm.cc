@@ -7,25 +7,13 @@
 #include <algorithm>
 #include <cmath>
 #include <vector>
+#include "core/lanes.h"
 #include "core/parallel.h"
 
 namespace vlm {
 namespace cpu {
 namespace {
 
-constexpr int kAcc = 16;
-
-template <typename A, typename F>
-inline A sum_fixed(int64_t n, F&& f) {
-  A acc[kAcc] = {};
-  int64_t i = 0;
-  for (; i + kAcc <= n; i += kAcc)
-    for (int j = 0; j < kAcc; ++j) acc[j] += static_cast<A>(f(i + j));
-  for (int j = 0; i < n; ++i, ++j) acc[j] += static_cast<A>(f(i));
-  for (int w = kAcc / 2; w > 0; w /= 2)
-    for (int j = 0; j < w; ++j) acc[j] += acc[j + w];
-  return acc[0];
-}
 
 // Row chunks for the weight gradients: a function of (R, C) only, and at most 64 MiB
 // of float64 partials.
