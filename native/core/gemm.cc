@@ -279,6 +279,9 @@ bool trivial(int64_t M, int64_t N, int64_t K, T alpha, T beta, T* C, int64_t ldc
   return false;
 }
 
+// Below this many multiply-adds a GEMM runs single-threaded.
+constexpr double kSmallGemm = 4.0 * (1 << 20);
+
 }  // namespace
 
 void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda, const float* B,
@@ -288,8 +291,15 @@ void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const 
   ldb = fix_ld(ldb, tb ? N : K, tb ? K : N);
   ldc = fix_ld(ldc, M, N);
 #if defined(VLMKIT_HAVE_DNNL)
-  // oneDNN (OpenMP runtime) uses omp_get_max_threads() threads, one inside a parallel region.
-  if (dnnl_sgemm(ta ? 'T' : 'N', tb ? 'T' : 'N', M, N, K, alpha, A, lda, B, ldb, beta, C, ldc) == dnnl_success) return;
+  // oneDNN (OpenMP runtime) uses omp_get_max_threads() threads, one inside a parallel
+  // region. Small products run on one thread: waking the pool costs more than they do
+  // (a [16,256]x[256,256] decode step waited ~8 ms for the other core on a busy machine).
+  const bool small = static_cast<double>(M) * N * K < kSmallGemm && !omp_in_parallel() && omp_get_max_threads() > 1;
+  const int prev = small ? omp_get_max_threads() : 0;
+  if (small) omp_set_num_threads(1);
+  dnnl_status_t st = dnnl_sgemm(ta ? 'T' : 'N', tb ? 'T' : 'N', M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+  if (small) omp_set_num_threads(prev);
+  if (st == dnnl_success) return;
   // oneDNN refuses only arguments it considers invalid; the built-in kernel takes anything.
 #elif defined(VLMKIT_HAVE_OPENBLAS)
   if (openblas_ok(M, N, K, lda, ldb, ldc)) {

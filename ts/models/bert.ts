@@ -10,6 +10,9 @@
 // Init as HF BertPreTrainedModel._init_weights: every Linear weight and embedding
 // ~ N(0, initializerRange^2) (0.02), Linear biases zero, the padding id's embedding row
 // zero, LayerNorm ones/zeros; the LM head's bias zero.
+// step() is one incremental decoder step (causal, as mode 'decoder') over a KV cache
+// (newCache(); ts/graph/kv_cache.ts), with the image tokens' cross-attention keys/values
+// projected once; it returns the LM head's logits of the last new position.
 // Cross-attention layers follow BLIP-2's Q-Former rule (layer i has one when
 // i % crossAttentionEvery == 0; 1 gives every layer, as BLIP's MED).
 import { Tensor } from '../graph/tensor.js';
@@ -19,7 +22,9 @@ import { Dropout, Embedding, LayerNorm, Linear, type ActivationKind } from '../g
 import { TransformerBlock, TransformerStack } from '../graph/transformer.js';
 import type { AttentionOptions } from '../graph/ops/attention.js';
 import { add, gelu, tanh } from '../graph/ops/elementwise.js';
-import { matmul } from '../graph/ops/matmul.js';
+import { noGrad } from '../graph/autograd.js';
+import { KVCache, checkCache, setCacheContext, transformerBlockStep, type DecoderStepOptions } from '../graph/kv_cache.js';
+import { linear, matmul } from '../graph/ops/matmul.js';
 import { reshape, select, slice, transpose } from '../graph/ops/views.js';
 import { lmLoss, type LmLossOptions, type LmLossResult } from '../objectives/lm.js';
 import type { DType } from '../native.js';
@@ -214,6 +219,44 @@ export class BertModel extends Module {
   /** Which layers have a cross-attention sub-layer. */
   get crossAttentionLayers(): number[] {
     return this.encoder.blocks.flatMap((b, i) => (b.crossAttn ? [i] : []));
+  }
+
+  /** A KV cache for `batch` rows and up to `maxLength` positions (at most maxPositions). */
+  newCache(batch: number, maxLength: number): KVCache {
+    const c = this.config;
+    if (typeof maxLength !== 'number' || !Number.isInteger(maxLength) || maxLength < 1 || maxLength > c.maxPositions)
+      throw new RangeError(`BertModel.newCache: expected an integer in [1, ${c.maxPositions}] (maxPositions) for maxLength but received ${describe(maxLength)}`);
+    return new KVCache({ batch, layers: c.layers, heads: c.heads, headDim: c.hidden / c.heads, maxLength, dtype: c.dtype });
+  }
+
+  /**
+   * One incremental decoder step (causal, no gradients; needs the LM head): ids int32 [B, T] at
+   * positions [cache.length, cache.length + T) over the cache, which grows by T; options.context
+   * (image tokens [B, Le, crossWidth], HF's encoder_hidden_states) and contextMask are read by the
+   * first step that gets them. Returns the LM head's logits [B, V] of the last new position,
+   * equal to forward(all ids, { mode: 'decoder' }) then lmHead.logits (in eval mode).
+   */
+  step(ids: Tensor, cache: KVCache, options: DecoderStepOptions = {}): Tensor {
+    const op = 'BertModel.step', c = this.config;
+    if (options === null || typeof options !== 'object')
+      throw new TypeError(`${op}: expected an options object for options but received ${describe(options)}`);
+    if (this.lmHead === null) throw new TypeError(`${op}: expected a model with an LM head (config lmHead: true) but received one without`);
+    if (options.prefix != null) throw new TypeError(`${op}: expected no options.prefix (BertModel takes no soft prompt) but received ${describe(options.prefix)}`);
+    checkIds(op, 'ids', ids, c.vocabSize, c.maxPositions);
+    const [B, T] = ids.shape as [number, number];
+    if (T === 0) throw new RangeError(`${op}: expected a tensor [batch, length >= 1] for ids but received shape [${ids.shape.join(', ')}]`);
+    checkCache(op, cache, this.encoder.blocks, { batch: B, steps: T, dtype: c.dtype });
+    if (options.context != null && !cache.hasCross) setCacheContext(op, cache, this.encoder.blocks, options.context, options.contextMask ?? null);
+    return noGrad(() => {
+      const pos = cache.length;
+      let x = add(this.wordEmbeddings.forward(ids), slice(this.positionEmbeddings.weight, 0, pos, pos + T));
+      if (this.tokenTypeEmbeddings) x = add(x, select(this.tokenTypeEmbeddings.weight, 0, 0));
+      x = this.embDropout.forward(this.embLayerNorm.forward(x));
+      this.encoder.blocks.forEach((b, i) => { x = transformerBlockStep(b, x, cache, i); });
+      cache.advance(T);
+      const head = this.lmHead!;  // logits() with the bias fused into the projection's GEMM
+      return linear(head.forward(select(x, 1, T - 1)), head.weight, head.bias);
+    });
   }
 
   forward(ids: Tensor, options: BertCallOptions = {}): BertOutput {

@@ -6,8 +6,8 @@
 // positions over inputs_embeds. forward returns the final hidden states; the loss is the
 // fused lm_head objective (ts/objectives/lm.ts), so [N, V] logits are never stored.
 //
-// Each block's self-attention keys/values per layer are what an incremental decoding step
-// over a KV cache will keep (TransformerBlock's `prefix` option takes them).
+// step() is one incremental decoding step over a KV cache (newCache(); ts/graph/kv_cache.ts):
+// the new positions only, each block's keys/values kept per layer, the logits of the last one.
 //
 // Init as GPT-2 (HF GPT2PreTrainedModel._init_weights, nanoGPT): Linear and embedding
 // weights ~ N(0, 0.02^2), biases zero, LayerNorm ones/zeros, and the residual output
@@ -18,8 +18,10 @@ import { Module } from '../graph/module.js';
 import { Dropout, Embedding, LayerNorm, Linear, type ActivationKind } from '../graph/nn.js';
 import { TransformerBlock, TransformerStack } from '../graph/transformer.js';
 import { add } from '../graph/ops/elementwise.js';
-import { matmul } from '../graph/ops/matmul.js';
-import { concat, slice, transpose } from '../graph/ops/views.js';
+import { linear, matmul } from '../graph/ops/matmul.js';
+import { concat, select, slice, transpose } from '../graph/ops/views.js';
+import { noGrad } from '../graph/autograd.js';
+import { KVCache, checkCache, setCacheContext, transformerBlockStep, type DecoderStepOptions } from '../graph/kv_cache.js';
 import { lmLoss, type LmLossOptions, type LmLossResult } from '../objectives/lm.js';
 import type { DType } from '../native.js';
 import { activationField, bool, dtypeField, ensure, int, num, parseConfig, probField, seedField, type Spec } from './config.js';
@@ -131,14 +133,7 @@ export class CausalLM extends Module {
     if (options === null || typeof options !== 'object')
       throw new TypeError(`${op}: expected an options object for options but received ${describe(options)}`);
     const prefix = options.prefix ?? null;
-    let P = 0;
-    if (prefix !== null) {
-      if (!(prefix instanceof Tensor) || prefix.ndim !== 3 || prefix.shape[2] !== c.width || (ids instanceof Tensor && prefix.shape[0] !== ids.shape[0]))
-        throw new RangeError(`${op}: expected a tensor [${ids instanceof Tensor ? ids.shape[0] : 'batch'}, length, ${c.width}] for options.prefix but received ${prefix instanceof Tensor ? `shape [${prefix.shape.join(', ')}]` : describe(prefix)}`);
-      if (prefix.dtype !== c.dtype)
-        throw new TypeError(`${op}: expected a ${c.dtype} tensor (the model's dtype) for options.prefix but received a ${prefix.dtype} tensor`);
-      P = prefix.shape[1]!;
-    }
+    const P = this.checkPrefix(op, prefix, ids);
     checkIds(op, 'ids', ids, c.vocabSize, c.maxPositions - P);
     const T = ids.shape[1]!;
     if (P + T === 0) throw new RangeError(`${op}: expected at least one token or prefix position but received shape [${ids.shape.join(', ')}] and no prefix`);
@@ -147,6 +142,52 @@ export class CausalLM extends Module {
     x = this.drop.forward(add(x, slice(this.wpe.weight, 0, 0, P + T)));
     x = this.blocks.forward(x, { causal: true });
     return this.lnF.forward(x);
+  }
+
+  private checkPrefix(op: string, prefix: Tensor | null, ids: unknown): number {
+    const c = this.config;
+    if (prefix === null) return 0;
+    if (!(prefix instanceof Tensor) || prefix.ndim !== 3 || prefix.shape[2] !== c.width || (ids instanceof Tensor && prefix.shape[0] !== ids.shape[0]))
+      throw new RangeError(`${op}: expected a tensor [${ids instanceof Tensor ? ids.shape[0] : 'batch'}, length, ${c.width}] for options.prefix but received ${prefix instanceof Tensor ? `shape [${prefix.shape.join(', ')}]` : describe(prefix)}`);
+    if (prefix.dtype !== c.dtype)
+      throw new TypeError(`${op}: expected a ${c.dtype} tensor (the model's dtype) for options.prefix but received a ${prefix.dtype} tensor`);
+    return prefix.shape[1]!;
+  }
+
+  /** A KV cache for `batch` rows and up to `maxLength` positions (prefix included; at most maxPositions). */
+  newCache(batch: number, maxLength: number): KVCache {
+    const c = this.config;
+    if (typeof maxLength !== 'number' || !Number.isInteger(maxLength) || maxLength < 1 || maxLength > c.maxPositions)
+      throw new RangeError(`CausalLM.newCache: expected an integer in [1, ${c.maxPositions}] (maxPositions) for maxLength but received ${describe(maxLength)}`);
+    return new KVCache({ batch, layers: c.layers, heads: c.heads, headDim: c.width / c.heads, maxLength, dtype: c.dtype });
+  }
+
+  /**
+   * One incremental decoding step (no gradients): the new positions — the soft-prompt `prefix`
+   * [B, P, width] (first step) then ids int32 [B, T] — run over the cache, which grows by P + T;
+   * returns the logits [B, V] of the last new position. Equal to forward() over every position
+   * so far (in eval mode).
+   */
+  step(ids: Tensor, cache: KVCache, options: DecoderStepOptions = {}): Tensor {
+    const op = 'CausalLM.step', c = this.config;
+    if (options === null || typeof options !== 'object')
+      throw new TypeError(`${op}: expected an options object for options but received ${describe(options)}`);
+    const prefix = options.prefix ?? null;
+    const P = this.checkPrefix(op, prefix, ids);
+    checkIds(op, 'ids', ids, c.vocabSize, c.maxPositions);
+    const [B, T] = ids.shape as [number, number];
+    if (P + T === 0) throw new RangeError(`${op}: expected at least one token or prefix position but received shape [${ids.shape.join(', ')}] and no prefix`);
+    checkCache(op, cache, this.blocks.blocks, { batch: B, steps: P + T, dtype: c.dtype });
+    if (options.context != null) setCacheContext(op, cache, this.blocks.blocks, options.context, options.contextMask ?? null);
+    return noGrad(() => {
+      const pos = cache.length;
+      const tok = T === 0 ? null : this.wte.forward(ids);
+      let x = prefix === null ? tok! : tok === null ? prefix : concat([prefix, tok], 1);
+      x = this.drop.forward(add(x, slice(this.wpe.weight, 0, pos, pos + P + T)));
+      this.blocks.blocks.forEach((b, i) => { x = transformerBlockStep(b, x, cache, i); });
+      cache.advance(P + T);
+      return linear(this.lnF.forward(select(x, 1, P + T - 1)), this.lmWeight);
+    });
   }
 
   /** Logits [..., V] of hidden states (materialised: for small checks and decoding; training uses loss()). */
