@@ -6,11 +6,14 @@
 //   torch      F.cross_entropy(h @ W.T, t, label_smoothing) + backward (python3-torch)
 // Memory columns: "loss mem" is vlmkit's native peak (memory()) above the inputs and the
 // gradients it returns; "RSS" is the process's peak resident set above what was resident
-// before the step, less the gradients (both paths and PyTorch measure it the same way).
+// before the step (host block cache emptied first), less the gradients (PyTorch's is
+// measured the same way). Timings run with the block cache warm, as in training.
 // Goals: fused loss memory < 5% of the naive N x V float32 logits; >= 3x PyTorch's speed.
-//   npx tsx bench/lm_head.ts [--vocab 30522,50272] [--tokens 4096] [--hidden 768] [--repeats 2]
+// PyTorch runs (same threads) right before vlmkit at each V, so both see similar load.
+//   npx tsx bench/lm_head.ts [--vocab 30522,50272] [--tokens 4096] [--hidden 768] [--repeats 2] [--threads 2]
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { loadavg } from 'node:os';
 import { native } from '../ts/native.js';
 import { randn, tensor } from '../ts/graph/creation.js';
 import { tidy } from '../ts/graph/scope.js';
@@ -29,7 +32,8 @@ const H = argList('--hidden', [768])[0]!;
 const repeats = argList('--repeats', [2])[0]!;
 const warmup = 1;
 const eps = 0.1;
-const threads = native.getNumThreads();
+const threads = argList('--threads', [native.getNumThreads()])[0]!;
+native.setNumThreads(threads);
 
 // ---- peak resident memory (Linux: VmHWM, reset through /proc/self/clear_refs) ----------
 
@@ -50,6 +54,7 @@ interface Measure { median: number; min: number; times: number[]; lossMem: numbe
 function measure(step: () => number, gradBytes: number): Measure {
   const tm = timeit(() => { step(); }, { warmup, repeats });
   (globalThis as { gc?: () => void }).gc?.();
+  native.emptyCache();  // cached free blocks would hide the step's resident growth
   native.resetPeak();
   const live = native.memory().cpu.liveBytes;
   const rss0 = status('VmRSS');
@@ -62,13 +67,19 @@ function measure(step: () => number, gradBytes: number): Measure {
 
 const rows: (string | number)[][] = [];
 const data: Record<string, unknown>[] = [];
-let torchOut: { torch: string; threads: number; results: { vocab: number; median_s: number; min_s: number; times: number[]; loss: number; rss_above_inputs_bytes: number | null }[] } | null = null;
-if (torchAvailable()) {
-  const script = `ARGS = ${JSON.stringify({ tokens: N, hidden: H, vocab: vocabs, smoothing: eps, threads, warmup, repeats })}\n` +
+interface TorchPoint { vocab: number; median_s: number; min_s: number; times: number[]; loss: number; rss_above_inputs_bytes: number | null }
+let torchVersion: string | null = null;
+const haveTorch = torchAvailable();
+if (!haveTorch) console.log('PyTorch: not installed (apt-get install python3-torch for the side-by-side)');
+
+/** PyTorch at one vocabulary size, run right before vlmkit's paths at that size (the machine is shared: close in time, similar load). */
+function torchAt(V: number): TorchPoint | null {
+  if (!haveTorch) return null;
+  const script = `ARGS = ${JSON.stringify({ tokens: N, hidden: H, vocab: [V], smoothing: eps, threads, warmup, repeats })}\n` +
     readFileSync(join(benchDir, 'lm_head_torch.py'), 'utf8');
-  torchOut = runTorch(script);
-} else {
-  console.log('PyTorch: not installed (apt-get install python3-torch for the side-by-side)');
+  const out = runTorch(script) as { torch: string; results: TorchPoint[] } | null;
+  torchVersion = out?.torch ?? null;
+  return out?.results[0] ?? null;
 }
 
 for (const V of vocabs) {
@@ -76,6 +87,7 @@ for (const V of vocabs) {
   const gradBytes = (N * H + V * H) * 4;
   const flops = 3 * 2 * N * H * V;  // logits, d(hidden), d(weight)
   const h = randn([N, H], { seed: 1 }), w = randn([V, H], { seed: 2, std: 0.02 });
+  const tr = torchAt(V);
   const ids = Int32Array.from({ length: N }, (_, i) => (i * 2654435761) % V);
   const t = tensor(ids, [N]);
   const args = [h.handle, w.handle, null, t.handle] as const;
@@ -108,33 +120,36 @@ for (const V of vocabs) {
     return l;
   }, gradBytes);
 
-  const tr = torchOut?.results.find((x) => x.vocab === V) ?? null;
   const gf = (s: number) => flops / s / 1e9;
-  const line = (name: string, m: { median: number; lossMem: number | null; rss: number | null; loss: number }) => [
-    name, V, m.median, gf(m.median), m.lossMem === null ? '-' : mib(m.lossMem),
+  const line = (name: string, m: { median: number; min: number; lossMem: number | null; rss: number | null; loss: number }) => [
+    name, V, m.median, m.min, gf(m.median), m.lossMem === null ? '-' : mib(m.lossMem),
     m.lossMem === null ? '-' : `${((100 * m.lossMem) / logitsBytes).toFixed(2)}%`,
     m.rss === null || Number.isNaN(m.rss) ? '-' : mib(m.rss),
     tr ? `${(tr.median_s / m.median).toFixed(2)}x` : '-',
+    tr ? `${(tr.min_s / m.min).toFixed(2)}x` : '-',
     m.loss,
   ];
   rows.push(line('fused', fused));
   rows.push(line('lmLoss (TS, autograd)', { ...viaTs, lossMem: null }));
   rows.push(line('naive (N x V logits)', naive));
-  if (tr) rows.push(line(`torch ${torchOut!.torch}`, { median: tr.median_s, lossMem: null, rss: tr.rss_above_inputs_bytes, loss: tr.loss }));
+  if (tr) rows.push(line(`torch ${torchVersion}`, { median: tr.median_s, min: tr.min_s, lossMem: null, rss: tr.rss_above_inputs_bytes, loss: tr.loss }));
   data.push({
+    loadAverage1mAfter: loadavg()[0],
     vocab: V, tokens: N, hidden: H, threads, labelSmoothing: eps, logitsBytes, gradBytes,
     fused, lmLoss: { ...viaTs, lossMem: undefined }, naive, torch: tr,
     goals: {
       lossMemoryFractionOfLogits: fused.lossMem / logitsBytes,
       speedupVsTorch: tr ? tr.median_s / fused.median : null,
+      speedupVsTorchBestRuns: tr ? tr.min_s / fused.min : null,
     },
   });
   for (const x of [h, w, t]) x.dispose();
 }
 
 const title = `lm_head: loss forward + backward, N = ${N}, H = ${H}, label smoothing ${eps}, float32, ${threads} thread(s)`;
-const columns = ['path', 'V', 'median s', 'GFLOP/s', 'loss mem MiB', '% of logits', 'RSS MiB', 'torch / this', 'loss'];
+const columns = ['path', 'V', 'median s', 'min s', 'GFLOP/s', 'loss mem MiB', '% of logits', 'RSS MiB', 'torch/this (median)', '(min)', 'loss'];
 printTable(title, columns, rows);
 console.log('\nloss mem: native peak above inputs and returned gradients; RSS: peak resident above the start of the step, less the gradients.');
+console.log(`load average (1 min) at the end: ${loadavg()[0]!.toFixed(2)} on ${threads} thread(s); the machine is shared, so compare rows of one run.`);
 console.log(`GFLOP/s counts 3 GEMMs of 2*N*H*V each; goals: fused loss memory < 5% of the ${N} x V logits, >= 3x PyTorch.`);
-writeResult('lm_head', { tables: [{ title, columns, rows }], results: data, torch: torchOut ? { version: torchOut.torch, threads: torchOut.threads } : null });
+writeResult('lm_head', { tables: [{ title, columns, rows }], results: data, torch: torchVersion ? { version: torchVersion, threads } : null });

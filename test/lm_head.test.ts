@@ -349,7 +349,7 @@ test('bad input: clear errors, never a crash (child process)', (t) => {
   t.is(result.status, 0, result.stderr);
   const expect: Record<string, [string, RegExp]> = {
     'hidden array': ['TypeError', /^lmLoss: expected a tensor for hidden but received an array of length 2$/],
-    'hidden int': ['TypeError', /^lmLoss: expected a float32 or float64 tensor for hidden but received a int32 tensor$/],
+    'hidden int': ['TypeError', /^lmLoss: expected a float32 or float64 tensor for hidden but received an int32 tensor$/],
     'weight H': ['RangeError', /^lmLoss: expected shape \[V, 3\] with V >= 1 \(hidden is \[4, 3\]\) for weight but received shape \[5, 4\]$/],
     'weight dtype': ['TypeError', /^lmLoss: expected a float32 tensor \(the dtype of hidden\) for weight but received a float64 tensor$/],
     'targets dtype': ['TypeError', /^lmLoss: expected an int32 tensor for targets but received a float32 tensor$/],

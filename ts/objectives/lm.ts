@@ -8,7 +8,7 @@
 import { native } from '../native.js';
 import { isGradEnabled, record } from '../graph/autograd.js';
 import { Tensor, wrap } from '../graph/tensor.js';
-import { describe } from '../graph/creation.js';
+import { describe, aTensor } from '../graph/creation.js';
 import { keep } from '../graph/scope.js';
 import { contiguous, reshape } from '../graph/ops/views.js';
 
@@ -103,22 +103,22 @@ export function lmLoss(hidden: Tensor, weight: Tensor, targets: Tensor, options:
   const reduction = options.reduction ?? 'mean';
   const rowChunk = options.rowChunk ?? 0, vocabChunk = options.vocabChunk ?? 0;
 
-  if (!isFloat(hidden)) throw new TypeError(`lmLoss: expected a float32 or float64 tensor for hidden but received a ${hidden.dtype} tensor`);
+  if (!isFloat(hidden)) throw new TypeError(`lmLoss: expected a float32 or float64 tensor for hidden but received ${aTensor(hidden.dtype)}`);
   if (hidden.ndim < 1) throw new RangeError(`lmLoss: expected a tensor of shape [..., H] for hidden but received shape ${shapeStr(hidden.shape)}`);
   const H = hidden.shape[hidden.ndim - 1]!;
   if (H < 1) throw new RangeError(`lmLoss: expected a hidden size of at least 1 for hidden but received shape ${shapeStr(hidden.shape)}`);
   if (weight.dtype !== hidden.dtype)
-    throw new TypeError(`lmLoss: expected a ${hidden.dtype} tensor (the dtype of hidden) for weight but received a ${weight.dtype} tensor`);
+    throw new TypeError(`lmLoss: expected ${aTensor(hidden.dtype)} (the dtype of hidden) for weight but received ${aTensor(weight.dtype)}`);
   if (weight.ndim !== 2 || weight.shape[1] !== H || weight.shape[0]! < 1)
     throw new RangeError(`lmLoss: expected shape [V, ${H}] with V >= 1 (hidden is ${shapeStr(hidden.shape)}) for weight but received shape ${shapeStr(weight.shape)}`);
   const V = weight.shape[0]!;
   if (bias !== null) {
     if (bias.dtype !== hidden.dtype)
-      throw new TypeError(`lmLoss: expected a ${hidden.dtype} tensor (the dtype of hidden) for bias but received a ${bias.dtype} tensor`);
+      throw new TypeError(`lmLoss: expected ${aTensor(hidden.dtype)} (the dtype of hidden) for bias but received ${aTensor(bias.dtype)}`);
     if (bias.ndim !== 1 || bias.shape[0] !== V)
       throw new RangeError(`lmLoss: expected shape [${V}] for bias but received shape ${shapeStr(bias.shape)}`);
   }
-  if (targets.dtype !== 'int32') throw new TypeError(`lmLoss: expected an int32 tensor for targets but received a ${targets.dtype} tensor`);
+  if (targets.dtype !== 'int32') throw new TypeError(`lmLoss: expected an int32 tensor for targets but received ${aTensor(targets.dtype)}`);
   const lead = hidden.shape.slice(0, -1);
   if (targets.ndim !== lead.length || targets.shape.some((d, i) => d !== lead[i]))
     throw new RangeError(`lmLoss: expected shape ${shapeStr(lead)} (hidden without its last dimension) for targets but received shape ${shapeStr(targets.shape)}`);
