@@ -39,6 +39,8 @@ export * as data from './data/index.js';
 export * from './graph/transformer.js';
 export * as models from './models/index.js';
 export * as train from './train/index.js';
+export { KVCache, transformerBlockStep, decodeAttentionStep, type KVCacheConfig, type DecoderStepOptions } from './graph/kv_cache.js';
+export * from './models/generate.js';
 
 /** Live and peak bytes held by native tensors, per device. */
 export function memory(): { cpu: { liveBytes: number; peakBytes: number; cachedBytes: number };

@@ -5,7 +5,7 @@
 import { native } from '../native.js';
 import { isGradEnabled, noGrad, record } from '../graph/autograd.js';
 import { Tensor, wrap } from '../graph/tensor.js';
-import { describe, nextRandom } from '../graph/creation.js';
+import { describe, nextRandom, aTensor } from '../graph/creation.js';
 import { indexSelect } from '../graph/ops/gather.js';
 import { concat } from '../graph/ops/views.js';
 
@@ -59,7 +59,7 @@ function idsTensor(v: unknown, B: number, device: Tensor['device']): Tensor {
   const name = 'options.imageIds';
   if (v instanceof Tensor) {
     checkTensor(MINE, name, v);
-    if (v.dtype !== 'int32') throw new TypeError(`${MINE}: expected an int32 tensor for ${name} but received a ${v.dtype} tensor`);
+    if (v.dtype !== 'int32') throw new TypeError(`${MINE}: expected an int32 tensor for ${name} but received ${aTensor(v.dtype)}`);
     if (v.ndim !== 1 || v.shape[0] !== B) throw new RangeError(`${MINE}: expected shape [${B}] for ${name} but received shape ${shapeStr(v.shape)}`);
     return v;
   }
@@ -96,13 +96,13 @@ export function mineHardNegatives(imageFeatures: Tensor, textFeatures: Tensor, o
   checkTensor(MINE, 'imageFeatures', imageFeatures);
   checkTensor(MINE, 'textFeatures', textFeatures);
   const image = imageFeatures, text = textFeatures;
-  if (!isFloat(image)) throw new TypeError(`${MINE}: expected a float32 or float64 tensor for imageFeatures but received a ${image.dtype} tensor`);
+  if (!isFloat(image)) throw new TypeError(`${MINE}: expected a float32 or float64 tensor for imageFeatures but received ${aTensor(image.dtype)}`);
   if (image.ndim !== 2 && image.ndim !== 3)
     throw new RangeError(`${MINE}: expected a tensor of rank 2 [B, D] or 3 [B, Q, D] for imageFeatures but received shape ${shapeStr(image.shape)}`);
   if (image.size === 0) throw new RangeError(`${MINE}: expected a non-empty tensor for imageFeatures but received shape ${shapeStr(image.shape)}`);
   const B = image.shape[0]!, D = image.shape[image.ndim - 1]!;
   if (text.dtype !== image.dtype)
-    throw new TypeError(`${MINE}: expected a ${image.dtype} tensor (the dtype of imageFeatures) for textFeatures but received a ${text.dtype} tensor`);
+    throw new TypeError(`${MINE}: expected ${aTensor(image.dtype)} (the dtype of imageFeatures) for textFeatures but received ${aTensor(text.dtype)}`);
   if (text.device !== image.device)
     throw new TypeError(`${MINE}: expected a ${image.device} tensor (the device of imageFeatures) for textFeatures but received a ${text.device} tensor`);
   if (text.ndim !== 2 || text.shape[0] !== B || text.shape[1] !== D)
@@ -215,7 +215,7 @@ export function buildItmBatch<I extends Record<string, Tensor> = Record<string, 
   checkTensor(BATCH, 'negatives.negativeText', nt);
   checkTensor(BATCH, 'negatives.negativeImage', ni);
   for (const [name, t] of [['negatives.negativeText', nt], ['negatives.negativeImage', ni]] as const) {
-    if (t.dtype !== 'int32') throw new TypeError(`${BATCH}: expected an int32 tensor for ${name} but received a ${t.dtype} tensor`);
+    if (t.dtype !== 'int32') throw new TypeError(`${BATCH}: expected an int32 tensor for ${name} but received ${aTensor(t.dtype)}`);
     if (t.ndim !== 1) throw new RangeError(`${BATCH}: expected a 1-D tensor for ${name} but received shape ${shapeStr(t.shape)}`);
   }
   const B = nt.shape[0]!;
@@ -256,7 +256,7 @@ function checkHead(features: unknown, weight: unknown, bias: unknown): void {
   checkTensor(HEAD, 'weight', weight);
   checkTensor(HEAD, 'bias', bias);
   const x = features;
-  if (!isFloat(x)) throw new TypeError(`${HEAD}: expected a float32 or float64 tensor for features but received a ${x.dtype} tensor`);
+  if (!isFloat(x)) throw new TypeError(`${HEAD}: expected a float32 or float64 tensor for features but received ${aTensor(x.dtype)}`);
   if (x.ndim !== 2 && x.ndim !== 3)
     throw new RangeError(`${HEAD}: expected a tensor of rank 2 [3B, H] or 3 [3B, Q, H] for features but received shape ${shapeStr(x.shape)}`);
   if (x.size === 0) throw new RangeError(`${HEAD}: expected a non-empty tensor for features but received shape ${shapeStr(x.shape)}`);
@@ -264,7 +264,7 @@ function checkHead(features: unknown, weight: unknown, bias: unknown): void {
     throw new RangeError(`${HEAD}: expected 3B rows (B positives, then B text negatives and B image negatives) for features but received shape ${shapeStr(x.shape)}`);
   const H = x.shape[x.ndim - 1]!;
   for (const [name, t, shape] of [['weight', weight, [2, H]], ['bias', bias, [2]]] as const) {
-    if (t.dtype !== x.dtype) throw new TypeError(`${HEAD}: expected a ${x.dtype} tensor (the dtype of features) for ${name} but received a ${t.dtype} tensor`);
+    if (t.dtype !== x.dtype) throw new TypeError(`${HEAD}: expected ${aTensor(x.dtype)} (the dtype of features) for ${name} but received ${aTensor(t.dtype)}`);
     if (t.device !== x.device) throw new TypeError(`${HEAD}: expected a ${x.device} tensor (the device of features) for ${name} but received a ${t.device} tensor`);
     if (t.ndim !== shape.length || t.shape.some((d, i) => d !== shape[i]))
       throw new RangeError(`${HEAD}: expected shape ${shapeStr(shape)} for ${name} but received shape ${shapeStr(t.shape)}`);

@@ -6,3 +6,5 @@ export * from './accumulate.js';
 export * from './logger.js';
 export * from './plots.js';
 export * from './trainer.js';
+export * from './eval.js';
+export * from './report.js';
