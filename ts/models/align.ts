@@ -17,7 +17,7 @@ import { Linear } from '../graph/nn.js';
 import { l2Normalize } from '../graph/ops/normalize.js';
 import { infoNCE, clampTemperature, type InfoNCEResult } from '../objectives/itc.js';
 import type { DType } from '../native.js';
-import { bool, dtypeField, ensure, int, nullable, num, parseConfig, seedField, type Field, type Spec } from './config.js';
+import { bool, dtypeField, ensure, int, nullable, num, parseConfig, seedField, type Spec, partial, nested } from './config.js';
 import { withSeed } from './init.js';
 import { EfficientNet, efficientNetConfig, type EfficientNetConfig } from './efficientnet.js';
 import { BertModel, bertConfig, type BertConfig } from './bert.js';
@@ -78,10 +78,6 @@ export const ALIGN_PRESETS = {
   },
 } as const satisfies Record<string, Partial<AlignConfig>>;
 
-const partial: Field<Record<string, unknown>> = (op, key, v) => {
-  if (v === null || typeof v !== 'object' || Array.isArray(v)) throw new TypeError(`${op}: expected a plain object for ${key} but received ${describe(v)}`);
-  return { ...(v as Record<string, unknown>) };
-};
 
 const SPEC: Spec<AlignConfig> = {
   embedDim: nullable(int(1)), vision: partial, text: partial, initTemperature: num(1e-4, 1e4), learnTemperature: bool(),
@@ -89,15 +85,6 @@ const SPEC: Spec<AlignConfig> = {
   dtype: dtypeField, seed: seedField,
 };
 
-function nested<T>(op: string, where: string, f: () => T): T {
-  try {
-    return f();
-  } catch (e) {
-    if (!(e instanceof Error)) throw e;
-    const msg = e.message.replace(/^\w+: /, `${op}: `).replace(/ for (\w)/, ` for ${where}.$1`).replace(/the unknown key '/, `the unknown key '${where}.`);
-    throw e instanceof RangeError ? new RangeError(msg) : new TypeError(msg);
-  }
-}
 
 export interface ResolvedAlignConfig extends Omit<AlignConfig, 'vision' | 'text'> {
   vision: Readonly<EfficientNetConfig>;

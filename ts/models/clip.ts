@@ -14,7 +14,7 @@ import { Module } from '../graph/module.js';
 import { l2Normalize } from '../graph/ops/normalize.js';
 import { infoNCE, clampLogitScale, type InfoNCEResult } from '../objectives/itc.js';
 import type { DType } from '../native.js';
-import { bool, dtypeField, ensure, int, num, parseConfig, seedField, type Field, type Spec } from './config.js';
+import { bool, dtypeField, ensure, int, num, parseConfig, seedField, type Spec, partial, nested } from './config.js';
 import { withSeed } from './init.js';
 import { VisionTransformer, vitConfig, type ViTConfig } from './vit.js';
 import { TextTransformer, textTransformerConfig, type TextTransformerConfig } from './text_transformer.js';
@@ -68,26 +68,12 @@ export const CLIP_PRESETS = {
 } as const satisfies Record<string, Partial<ClipConfig>>;
 
 // vision/text are checked by their towers' own validation (unknown keys included) in clipConfig.
-const partial: Field<Record<string, unknown>> = (op, key, v) => {
-  if (v === null || typeof v !== 'object' || Array.isArray(v)) throw new TypeError(`${op}: expected a plain object for ${key} but received ${describe(v)}`);
-  return { ...(v as Record<string, unknown>) };
-};
 
 const SPEC: Spec<ClipConfig> = {
   embedDim: int(1), vision: partial, text: partial, initLogitScale: num(-20, 20), maxLogitScale: num(-20, 20),
   learnLogitScale: bool(), dtype: dtypeField, seed: seedField,
 };
 
-/** Re-throws a tower's config error naming the key under `where` (vision.patchSize). */
-function nested<T>(op: string, where: string, f: () => T): T {
-  try {
-    return f();
-  } catch (e) {
-    if (!(e instanceof Error)) throw e;
-    const msg = e.message.replace(/^\w+: /, `${op}: `).replace(/ for (\w)/, ` for ${where}.$1`).replace(/the unknown key '/, `the unknown key '${where}.`);
-    throw e instanceof RangeError ? new RangeError(msg) : new TypeError(msg);
-  }
-}
 
 export interface ResolvedClipConfig extends Omit<ClipConfig, 'vision' | 'text'> {
   vision: Readonly<ViTConfig>;

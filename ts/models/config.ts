@@ -120,3 +120,20 @@ export const seedField = nullable(int(0, Number.MAX_SAFE_INTEGER));
 export const probField = num(0, 1, { maxOpen: true });
 /** The MLP activations of the transformer blocks. */
 export const activationField = oneOf('gelu', 'gelu_tanh', 'quick_gelu', 'silu', 'relu');
+
+/** A sub-config given as a plain object (merged and validated by its tower's own parser). */
+export const partial: Field<Record<string, unknown>> = (op, key, v) => {
+  if (v === null || typeof v !== 'object' || Array.isArray(v)) throw new TypeError(`${op}: expected a plain object for ${key} but received ${describe(v)}`);
+  return { ...(v as Record<string, unknown>) };
+};
+
+/** Re-throws a tower's config error naming the key under `where` (vision.patchSize). */
+export function nested<T>(op: string, where: string, f: () => T): T {
+  try {
+    return f();
+  } catch (e) {
+    if (!(e instanceof Error)) throw e;
+    const msg = e.message.replace(/^\w+: /, `${op}: `).replace(/ for (\w)/, ` for ${where}.$1`).replace(/the unknown key '/, `the unknown key '${where}.`);
+    throw e instanceof RangeError ? new RangeError(msg) : new TypeError(msg);
+  }
+}
