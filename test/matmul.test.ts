@@ -29,15 +29,6 @@ interface Arr { data: Float64Array; shape: number[] }
 const numel = (s: readonly number[]) => s.reduce((p, d) => p * d, 1);
 const arr = (t: Tensor): Arr => ({ data: Float64Array.from(t.toArray()), shape: [...t.shape] });
 
-/** Swaps the last two axes of a contiguous array. */
-function swapLast(a: Arr): Arr {
-  const d = a.shape.length, r = a.shape[d - 2]!, c = a.shape[d - 1]!, nb = numel(a.shape.slice(0, -2));
-  const out = new Float64Array(a.data.length);
-  for (let b = 0; b < nb; b++)
-    for (let i = 0; i < r; i++) for (let j = 0; j < c; j++) out[b * r * c + j * r + i] = a.data[b * r * c + i * c + j]!;
-  return { data: out, shape: [...a.shape.slice(0, -2), c, r] };
-}
-
 /** numpy-style batched matmul of a [..., M, K] and b [..., K, N], both >= 2-D. */
 function refMatmul(a: Arr, b: Arr): Arr {
   const M = a.shape.at(-2)!, K = a.shape.at(-1)!, N = b.shape.at(-1)!;

@@ -36,7 +36,7 @@ test.serial('nested tidy moves survivors to the parent scope', (t) => {
 test.serial('keep() saves a tensor from its scope; errors still free the scope', (t) => {
   const before = live();
   const k = tidy(() => {
-    const a = keep(zeros([5]));
+    keep(zeros([5]));
     zeros([5]);
     return null;
   }) ?? null;

@@ -7,7 +7,6 @@ import { join } from 'node:path';
 import { native } from '../ts/native.js';
 import { tensor, randn } from '../ts/graph/creation.js';
 import { noGrad } from '../ts/graph/autograd.js';
-import type { Tensor } from '../ts/graph/tensor.js';
 import { transpose, slice } from '../ts/graph/ops/views.js';
 import { softmax, logSoftmax } from '../ts/graph/ops/softmax.js';
 import { assertClose, assertGradcheck } from './helpers/assert.js';

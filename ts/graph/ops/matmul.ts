@@ -45,14 +45,6 @@ function unsqueezeHandle(h: NT, axis: number): NT {
   return native.view(h, shape, strides, h.offset);
 }
 
-/** A view of h without the size-1 axis `axis`. */
-function squeezeHandle(h: NT, axis: number): NT {
-  const shape = [...h.shape], strides = [...h.strides];
-  shape.splice(axis, 1);
-  strides.splice(axis, 1);
-  return native.view(h, shape, strides, h.offset);
-}
-
 /**
  * h [..., C] as a 2-D [rows, C] handle: a view when the leading axes merge into one
  * stride, else a contiguous copy. Always a new handle (the caller disposes it).
