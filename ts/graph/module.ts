@@ -8,6 +8,7 @@ import { native } from '../native.js';
 import { Tensor } from './tensor.js';
 import { keep } from './scope.js';
 import { describe, aTensor } from './creation.js';
+import { sameShape } from './check.js';
 
 /** name -> tensor, in registration order (what stateDict() returns and loadStateDict() takes). */
 export type StateDict = Record<string, Tensor>;
@@ -20,10 +21,6 @@ export interface LoadStateDictOptions {
 export interface LoadStateDictResult {
   missingKeys: string[];
   unexpectedKeys: string[];
-}
-
-function sameShape(a: readonly number[], b: readonly number[]): boolean {
-  return a.length === b.length && a.every((d, i) => d === b[i]);
 }
 
 function checkName(op: string, name: unknown): asserts name is string {

@@ -6,6 +6,7 @@ import { native, type NativeTensor } from '../native.js';
 import { noGrad, record } from '../graph/autograd.js';
 import { Tensor, wrap } from '../graph/tensor.js';
 import { describe, aTensor } from '../graph/creation.js';
+import { sameShape, shapeStr, isFloat } from '../graph/check.js';
 
 const OP = 'infoNCE';
 
@@ -43,16 +44,6 @@ export interface InfoNCEResult {
 type NativeOptions = Parameters<typeof native.infonceForward>[3];
 
 const KNOWN = new Set(['logitScale', 'temperature', 'normalize', 'labelSmoothing', 'momentum', 'queue', 'imageIds', 'localRows']);
-
-function isFloat(t: Tensor): boolean {
-  return t.dtype === 'float32' || t.dtype === 'float64';
-}
-function shapeStr(s: readonly number[]): string {
-  return `[${s.join(', ')}]`;
-}
-function sameShape(a: readonly number[], b: readonly number[]): boolean {
-  return a.length === b.length && a.every((d, i) => d === b[i]);
-}
 
 function features(name: string, x: unknown, image: Tensor, shape: readonly number[] | null): Tensor {
   if (!(x instanceof Tensor)) throw new TypeError(`${OP}: expected a tensor for ${name} but received ${describe(x)}`);

@@ -8,6 +8,7 @@ import { Tensor, wrap } from '../graph/tensor.js';
 import { describe, nextRandom, aTensor } from '../graph/creation.js';
 import { indexSelect } from '../graph/ops/gather.js';
 import { concat } from '../graph/ops/views.js';
+import { shapeStr, isFloat, checkTensor } from '../graph/check.js';
 
 const MINE = 'mineHardNegatives';
 const HEAD = 'itm';
@@ -39,16 +40,6 @@ export interface HardNegatives {
 
 const MINE_KEYS = new Set(['temperature', 'imageIds', 'seed', 'offset', 'weightFloor']);
 
-function shapeStr(s: readonly number[]): string {
-  return `[${s.join(', ')}]`;
-}
-function isFloat(t: Tensor): boolean {
-  return t.dtype === 'float32' || t.dtype === 'float64';
-}
-function checkTensor(op: string, name: string, x: unknown): asserts x is Tensor {
-  if (!(x instanceof Tensor)) throw new TypeError(`${op}: expected a tensor for ${name} but received ${describe(x)}`);
-  if (x.disposed) throw new TypeError(`${op}: expected a live tensor for ${name} but received a disposed tensor`);
-}
 function safeInteger(op: string, name: string, v: unknown): number {
   if (typeof v !== 'number' || !Number.isInteger(v)) throw new TypeError(`${op}: expected an integer for ${name} but received ${describe(v)}`);
   if (v < 0 || v > MAX_SAFE) throw new RangeError(`${op}: expected an integer in [0, ${MAX_SAFE}] for ${name} but received ${describe(v)}`);

@@ -11,6 +11,7 @@ import { Tensor, wrap } from '../graph/tensor.js';
 import { describe, aTensor } from '../graph/creation.js';
 import { keep } from '../graph/scope.js';
 import { contiguous, reshape } from '../graph/ops/views.js';
+import { shapeStr, isFloat } from '../graph/check.js';
 
 export type LmReduction = 'mean' | 'sum' | 'none';
 
@@ -40,14 +41,6 @@ export interface LmLossResult {
 
 const REDUCTIONS: readonly string[] = ['mean', 'sum', 'none'];
 const INT32_MIN = -2147483648, INT32_MAX = 2147483647;
-
-function shapeStr(s: readonly number[]): string {
-  return `[${s.join(', ')}]`;
-}
-
-function isFloat(t: Tensor): boolean {
-  return t.dtype === 'float32' || t.dtype === 'float64';
-}
 
 function checkTensor(name: string, x: unknown): asserts x is Tensor {
   if (!(x instanceof Tensor)) throw new TypeError(`lmLoss: expected a tensor for ${name} but received ${describe(x)}`);

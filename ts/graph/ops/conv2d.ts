@@ -6,6 +6,7 @@ import { native } from '../../native.js';
 import { record } from '../autograd.js';
 import { Tensor, wrap } from '../tensor.js';
 import { describe, aTensor } from '../creation.js';
+import { checkTensor } from '../check.js';
 
 /** A size per spatial axis: one number for both, or [h, w]. */
 export type Size2 = number | readonly [number, number];
@@ -17,11 +18,6 @@ export interface Conv2dOptions {
   groups?: number;   // default 1; C and O must be multiples of it (groups = C: depthwise)
 }
 
-
-function checkTensor(op: string, name: string, v: unknown): asserts v is Tensor {
-  if (!(v instanceof Tensor)) throw new TypeError(`${op}: expected a tensor for ${name} but received ${describe(v)}`);
-  if (v.disposed) throw new TypeError(`${op}: expected a live tensor for ${name} but received a disposed tensor`);
-}
 
 /** [h, w] from a number or a pair of integers >= min. */
 function pair(op: string, name: string, v: unknown, min: number): [number, number] {

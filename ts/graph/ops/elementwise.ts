@@ -7,15 +7,9 @@ import { record } from '../autograd.js';
 import { Tensor, wrap } from '../tensor.js';
 import { describe, aTensor } from '../creation.js';
 import { sumTo } from './reduce.js';
+import { checkFloat } from '../check.js';
 
 export type Operand = Tensor | number;
-
-function checkFloat(op: string, name: string, x: unknown): asserts x is Tensor {
-  if (!(x instanceof Tensor)) throw new TypeError(`${op}: expected a tensor for ${name} but received ${describe(x)}`);
-  if (x.disposed) throw new TypeError(`${op}: expected a live tensor for ${name} but received a disposed tensor`);
-  if (x.dtype !== 'float32' && x.dtype !== 'float64')
-    throw new TypeError(`${op}: expected a float32 or float64 tensor for ${name} but received ${aTensor(x.dtype)}`);
-}
 
 function checkFinite(op: string, name: string, v: unknown): number {
   if (typeof v !== 'number') throw new TypeError(`${op}: expected a number for ${name} but received ${describe(v)}`);

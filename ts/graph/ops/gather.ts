@@ -5,13 +5,9 @@
 import { native, type NativeTensor } from '../../native.js';
 import { record } from '../autograd.js';
 import { Tensor, wrap } from '../tensor.js';
-import { describe, aTensor } from '../creation.js';
+import { aTensor } from '../creation.js';
 import { normAxis } from './views.js';
-
-function checkTensor(op: string, name: string, x: unknown): asserts x is Tensor {
-  if (!(x instanceof Tensor)) throw new TypeError(`${op}: expected a tensor for ${name} but received ${describe(x)}`);
-  if (x.disposed) throw new TypeError(`${op}: expected a live tensor for ${name} but received a disposed tensor`);
-}
+import { checkTensor } from '../check.js';
 
 function checkIndex(op: string, name: string, index: unknown): asserts index is Tensor {
   checkTensor(op, name, index);

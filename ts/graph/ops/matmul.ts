@@ -9,12 +9,9 @@ import { record } from '../autograd.js';
 import { Tensor, wrap } from '../tensor.js';
 import { describe, aTensor } from '../creation.js';
 import { sumTo } from './reduce.js';
+import { sameShape, shapeStr } from '../check.js';
 
 type NT = NativeTensor;
-
-function shapeStr(s: readonly number[]): string {
-  return `[${s.join(', ')}]`;
-}
 
 function checkOperand(op: string, name: string, x: unknown, ref?: Tensor, refName?: string): asserts x is Tensor {
   if (!(x instanceof Tensor)) throw new TypeError(`${op}: expected a tensor for ${name} but received ${describe(x)}`);
@@ -65,10 +62,6 @@ function rows2d(h: NT): NT {
   const v = native.view(own, [rows, c], [Math.max(c, 1), 1], 0);
   own.dispose();
   return v;
-}
-
-function sameShape(a: readonly number[], b: readonly number[]): boolean {
-  return a.length === b.length && a.every((d, i) => d === b[i]);
 }
 
 /** The gradient for an operand of shape `shape` from its full-batch gradient `full` (disposed here when reduced). */

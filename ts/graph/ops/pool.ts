@@ -6,14 +6,8 @@ import { native } from '../../native.js';
 import { record } from '../autograd.js';
 import { Tensor, wrap } from '../tensor.js';
 import { describe, aTensor } from '../creation.js';
+import { checkFloat } from '../check.js';
 
-
-function checkFloat(op: string, name: string, v: unknown): asserts v is Tensor {
-  if (!(v instanceof Tensor)) throw new TypeError(`${op}: expected a tensor for ${name} but received ${describe(v)}`);
-  if (v.disposed) throw new TypeError(`${op}: expected a live tensor for ${name} but received a disposed tensor`);
-  if (v.dtype !== 'float32' && v.dtype !== 'float64')
-    throw new TypeError(`${op}: expected a float32 or float64 tensor for ${name} but received ${aTensor(v.dtype)}`);
-}
 
 function checkImage(op: string, x: unknown): asserts x is Tensor {
   checkFloat(op, 'x', x);

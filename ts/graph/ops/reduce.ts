@@ -3,14 +3,8 @@
 import { native } from '../../native.js';
 import { record } from '../autograd.js';
 import { Tensor, wrap } from '../tensor.js';
-import { describe, aTensor } from '../creation.js';
-
-function checkFloat(op: string, name: string, x: unknown): asserts x is Tensor {
-  if (!(x instanceof Tensor)) throw new TypeError(`${op}: expected a tensor for ${name} but received ${describe(x)}`);
-  if (x.disposed) throw new TypeError(`${op}: expected a live tensor for ${name} but received a disposed tensor`);
-  if (x.dtype !== 'float32' && x.dtype !== 'float64')
-    throw new TypeError(`${op}: expected a float32 or float64 tensor for ${name} but received ${aTensor(x.dtype)}`);
-}
+import { describe } from '../creation.js';
+import { checkFloat } from '../check.js';
 
 /** Sorted, distinct, non-negative axes; undefined or [] means every axis. */
 function reduceAxes(op: string, axis: number | readonly number[] | undefined, rank: number): number[] {

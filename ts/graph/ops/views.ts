@@ -5,14 +5,7 @@ import { record } from '../autograd.js';
 import { Tensor, wrap } from '../tensor.js';
 import { describe, aTensor } from '../creation.js';
 import { sumTo } from './reduce.js';
-
-function sameShape(a: readonly number[], b: readonly number[]): boolean {
-  return a.length === b.length && a.every((d, i) => d === b[i]);
-}
-
-function checkTensor(op: string, name: string, x: unknown): asserts x is Tensor {
-  if (!(x instanceof Tensor)) throw new TypeError(`${op}: expected a tensor for ${name} but received ${describe(x)}`);
-}
+import { sameShape, checkTensor } from '../check.js';
 
 export function normAxis(op: string, axis: number, rank: number, name = 'axis'): number {
   if (!Number.isInteger(axis) || axis < -rank || axis >= rank)

@@ -6,6 +6,7 @@ import { Tensor, wrap } from '../tensor.js';
 import { keep } from '../scope.js';
 import { describe, aTensor } from '../creation.js';
 import { Module } from '../module.js';
+import { sameShape } from '../check.js';
 
 export interface ParamGroup {
   params: Tensor[];
@@ -56,10 +57,6 @@ function checkSettings(op: string, s: { lr: number; weightDecay: number; betas: 
   s.betas.forEach((b, i) => {
     if (typeof b !== 'number' || !(b >= 0 && b < 1)) bad(`betas[${i}]`, 'a number in [0, 1)', b);
   });
-}
-
-function sameShape(a: readonly number[], b: readonly number[]): boolean {
-  return a.length === b.length && a.every((d, i) => d === b[i]);
 }
 
 export class AdamW {
