@@ -11,7 +11,6 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { loadavg } from 'node:os';
-import '../ts/cli/env.js';   // OMP_WAIT_POLICY=PASSIVE before the addon loads, as the CLI
 import { native } from '../ts/native.js';
 import { randn, tensor, manualSeed } from '../ts/graph/creation.js';
 import { tidy } from '../ts/graph/scope.js';
