@@ -146,3 +146,46 @@ export function runTorch(script: string): any {
 export function mib(bytes: number): number {
   return Math.round((bytes / 1048576) * 100) / 100;
 }
+
+// ---- row-kernel bandwidth tables (softmax, layer_norm) --------------------------------
+
+/** One timing of a row kernel: `lib` is 'vlmkit', 'naive' or 'torch'. */
+export interface BandwidthPoint { lib: string; rows: number; cols: number; threads: number; fwd_s: number; fwdbwd_s: number; peak_mib?: number }
+
+/** A Python `med(f, reps)`: one warm-up call, then the median of reps timed calls. */
+export const PY_MEDIAN = `def med(f, reps):
+    f()
+    ts = []
+    for _ in range(reps):
+        t0 = time.perf_counter(); f(); ts.append(time.perf_counter() - t0)
+    ts.sort(); k = len(ts)
+    return ts[k//2] if k % 2 else 0.5 * (ts[k//2 - 1] + ts[k//2])`;
+
+/**
+ * GB/s table of a float32 row kernel (forward reads + writes 2 passes of 4 B per element,
+ * forward+backward 5), one row per (cols, rows, threads), with vlmkit's ratio to the others.
+ */
+export function bandwidthTable(points: BandwidthPoint[], colsList: number[], rowsList: number[], threads: number[]):
+  { columns: string[]; rows: (string | number)[][] } {
+  const libs = ['vlmkit', 'naive', 'torch'].filter((l) => points.some((p) => p.lib === l));
+  const get = (lib: string, rows: number, cols: number, t: number) => points.find((p) => p.lib === lib && p.rows === rows && p.cols === cols && p.threads === t);
+  const gbs = (bytes: number, s: number | undefined) => (s ? bytes / s / 1e9 : '-');
+  const columns = ['cols', 'rows', 'threads',
+    ...libs.map((l) => `${l} fwd GB/s`), ...libs.map((l) => `${l} fwd+bwd GB/s`),
+    'vlmkit fwd+bwd ms', 'vlmkit peak MiB', ...libs.filter((l) => l !== 'vlmkit').map((l) => `vlmkit / ${l} (fwd+bwd)`)];
+  const rows: (string | number)[][] = [];
+  for (const cols of colsList)
+    for (const r of rowsList)
+      for (const t of threads) {
+        const n = r * cols, v = get('vlmkit', r, cols, t)!;
+        rows.push([cols, r, t,
+          ...libs.map((l) => gbs(2 * 4 * n, get(l, r, cols, t)?.fwd_s)),
+          ...libs.map((l) => gbs(5 * 4 * n, get(l, r, cols, t)?.fwdbwd_s)),
+          v.fwdbwd_s * 1e3, v.peak_mib ?? '-',
+          ...libs.filter((l) => l !== 'vlmkit').map((l) => {
+            const o = get(l, r, cols, t);
+            return o ? `${(o.fwdbwd_s / v.fwdbwd_s).toFixed(2)}x` : '-';
+          })]);
+      }
+  return { columns, rows };
+}

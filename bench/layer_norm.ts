@@ -10,7 +10,7 @@
 //   npx tsx bench/layer_norm.ts --rows 4096 --cols 768 --threads 1
 import { native, type NativeTensor } from '../ts/native.js';
 import { randn } from '../ts/graph/creation.js';
-import { mib, printTable, runTorch, timeit, torchAvailable, writeResult } from './common.js';
+import { mib, printTable, runTorch, timeit, torchAvailable, writeResult, bandwidthTable, PY_MEDIAN, type BandwidthPoint } from './common.js';
 
 function argList(flag: string, dflt: number[]): number[] {
   const i = process.argv.indexOf(flag);
@@ -75,7 +75,7 @@ const naive = {
   },
 };
 
-interface Point { lib: string; rows: number; cols: number; threads: number; fwd_s: number; fwdbwd_s: number; peak_mib?: number }
+type Point = BandwidthPoint;
 const points: Point[] = [];
 
 for (const cols of colsList) {
@@ -114,13 +114,7 @@ if (torchAvailable()) {
   const script = `
 import json, time, torch
 res = []
-def med(f, reps):
-    f()
-    ts = []
-    for _ in range(reps):
-        t0 = time.perf_counter(); f(); ts.append(time.perf_counter() - t0)
-    ts.sort(); k = len(ts)
-    return ts[k//2] if k % 2 else 0.5 * (ts[k//2 - 1] + ts[k//2])
+${PY_MEDIAN}
 for cols in ${JSON.stringify(colsList)}:
     for rows in ${JSON.stringify(rowsList)}:
         n = rows * cols
@@ -143,26 +137,7 @@ print(json.dumps(res))
   console.log('PyTorch: not installed');
 }
 
-const libs = ['vlmkit', 'naive', 'torch'].filter((l) => points.some((p) => p.lib === l));
-const get = (lib: string, rows: number, cols: number, t: number) => points.find((p) => p.lib === lib && p.rows === rows && p.cols === cols && p.threads === t);
-const gbs = (bytes: number, s: number | undefined) => (s ? bytes / s / 1e9 : '-');
-const columns = ['cols', 'rows', 'threads',
-  ...libs.map((l) => `${l} fwd GB/s`), ...libs.map((l) => `${l} fwd+bwd GB/s`),
-  'vlmkit fwd+bwd ms', 'vlmkit peak MiB', ...libs.filter((l) => l !== 'vlmkit').map((l) => `vlmkit / ${l} (fwd+bwd)`)];
-const rows: (string | number)[][] = [];
-for (const cols of colsList)
-  for (const r of rowsList)
-    for (const t of threads) {
-      const n = r * cols, v = get('vlmkit', r, cols, t)!;
-      rows.push([cols, r, t,
-        ...libs.map((l) => gbs(2 * 4 * n, get(l, r, cols, t)?.fwd_s)),
-        ...libs.map((l) => gbs(5 * 4 * n, get(l, r, cols, t)?.fwdbwd_s)),
-        v.fwdbwd_s * 1e3, v.peak_mib ?? '-',
-        ...libs.filter((l) => l !== 'vlmkit').map((l) => {
-          const o = get(l, r, cols, t);
-          return o ? `${(o.fwdbwd_s / v.fwdbwd_s).toFixed(2)}x` : '-';
-        })]);
-    }
+const { columns, rows } = bandwidthTable(points, colsList, rowsList, threads);
 const title = 'float32 layer norm over the last axis, with weight and bias: GB/s (bytes read + written / median time; fwd 2 passes of 4 B, fwd+bwd 5)'
   + (hasPlainOps ? '' : ' [plain ops missing: no naive reference]');
 printTable(title, columns, rows);
