@@ -116,7 +116,9 @@ eot = torch.randint(3, L, (B,), generator=g)
 
 def step():
     opt.zero_grad(set_to_none=True)
-    loss = model(images, ids, eot)
+    # --precision medium: the same mixed precision on both sides (bf16 GEMMs, float32 rest)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=A.get("bf16", False)):
+        loss = model(images, ids, eot)
     loss.backward()
     opt.step()
     with torch.no_grad():

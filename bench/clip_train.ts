@@ -7,7 +7,9 @@
 // achieved GFLOP/s and their share of the machine's GEMM ceiling, measured in the same run (a
 // 1024^3 float32 matmul at the same thread count), and a profile of one step by op family.
 // PyTorch runs right before vlmkit at each thread count, so both see similar load.
-//   npx tsx bench/clip_train.ts [--threads 1,2] [--batch 128] [--repeats 5] [--warmup 2] [--no-torch] [--no-profile]
+// --precision medium runs vlmkit's GEMMs in bf16 (setFloat32MatmulPrecision) and PyTorch
+// under torch.autocast('cpu', bfloat16), so both sides use the same mixed precision.
+//   npx tsx bench/clip_train.ts [--threads 1,2] [--batch 128] [--repeats 5] [--warmup 2] [--precision highest|medium] [--no-torch] [--no-profile]
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { loadavg } from 'node:os';
@@ -32,6 +34,8 @@ const repeats = Number(arg('--repeats', '5'));
 const warmup = Number(arg('--warmup', '2'));
 const withTorch = !process.argv.includes('--no-torch');
 const withProfile = !process.argv.includes('--no-profile');
+const precision = arg('--precision', 'highest') as 'highest' | 'medium';
+native.setFloat32MatmulPrecision(precision);
 
 /** Forward FLOPs per sample (multiply-adds x 2) of a CLIP: GEMMs, dense attention, patch conv, projections. */
 export function clipForwardFlops(c: Readonly<ResolvedClipConfig>): { vision: number; text: number; total: number } {
@@ -92,7 +96,7 @@ for (const threads of threadList) {
   native.setNumThreads(threads);
   let torch: { median: number; min: number; torch: string; params: number } | null = null;
   if (withTorch && torchAvailable()) {
-    const args = JSON.stringify({ vision: mc.vision, text: mc.text, embedDim: mc.embedDim, batch: B, threads, warmup, repeats });
+    const args = JSON.stringify({ vision: mc.vision, text: mc.text, embedDim: mc.embedDim, batch: B, threads, warmup, repeats, bf16: precision === 'medium' });
     const script = `import json\nARGS = json.loads(${JSON.stringify(args)})\n` +
       readFileSync(join(benchDir, 'clip_torch.py'), 'utf8');
     torch = runTorch(script);
@@ -107,7 +111,8 @@ for (const threads of threadList) {
     torch ? torch.median * 1000 : '-', torch ? torchSps : '-', torch ? sps / torchSps : '-']);
   results.push({ threads, vlmkit: { median: tm.median, min: tm.min, times: tm.times, samplesPerSec: sps, gflops }, gemmCeilingGflops: ceiling, torch, load: loadavg()[0] });
 }
-const title = `CLIP training step (${cfg.name}: ${(params / 1e6).toFixed(2)} M params, ${(3 * flops.total / 1e6).toFixed(0)} MFLOP/sample), batch ${B}`;
+const title = `CLIP training step (${cfg.name}: ${(params / 1e6).toFixed(2)} M params, ${(3 * flops.total / 1e6).toFixed(0)} MFLOP/sample), batch ${B}, ` +
+  (precision === 'medium' ? 'bf16 GEMMs (vlmkit matmul precision medium; PyTorch autocast bfloat16)' : 'float32');
 const columns = ['threads', 'step ms', 'samples/s', 'best samples/s', 'GFLOP/s', 'GEMM ceiling GFLOP/s', '% of ceiling', 'torch step ms', 'torch samples/s', 'vs torch'];
 printTable(title, columns, rows);
 
@@ -166,7 +171,8 @@ if (withProfile) {
     profile.map((p) => [p.family, p.ms, p.calls, p.share]));
 }
 
-writeResult('clip_train', {
+writeResult(precision === 'medium' ? 'clip_train_bf16' : 'clip_train', {
+  precision,
   tables: [{ title, columns, rows }],
   model: { name: cfg.name, params, forwardFlopsPerSample: flops, config: mc },
   batch: B, results, dataPipelineSamplesPerSec: loaderSps, profile,

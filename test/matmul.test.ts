@@ -2,7 +2,7 @@
 // inputs, batch broadcasting, degenerate sizes) and linear against a float64 JS
 // reference; torch.matmul's 1-D rules; float64 gradient checks of matmul and linear;
 // float32 against float64; the boundary in a child process; and the built-in GEMM
-// kernel compiled without CMake or any BLAS (native/core/gemm.cc on its own).
+// kernel compiled without CMake or any BLAS (native/core/gemm.cc and gemm_dnnl.cc on their own).
 import test from 'ava';
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -473,7 +473,7 @@ for (const [label, flags, lib] of configs) {
       writeFileSync(join(dir, 'driver.cc'), driver);
       const exe = join(dir, 'driver');
       const cc = spawnSync('g++', ['-O2', '-march=x86-64-v3', '-std=gnu++17', '-fopenmp', `-I${join(root, 'native')}`,
-        join(dir, 'driver.cc'), join(root, 'native/core/gemm.cc'), join(root, 'native/core/parallel.cc'), '-o', exe, ...flags],
+        join(dir, 'driver.cc'), join(root, 'native/core/gemm.cc'), join(root, 'native/core/gemm_dnnl.cc'), join(root, 'native/core/parallel.cc'), '-o', exe, ...flags],
       { encoding: 'utf8', timeout: 120_000 });
       if (cc.error && (cc.error as NodeJS.ErrnoException).code === 'ENOENT') {
         t.log('g++ not found: not checked');

@@ -55,5 +55,17 @@ export function resetPeak(): void { native.resetPeak(); }
 /** Threads used by the CPU kernels and GEMM. */
 export function setNumThreads(n: number): void { native.setNumThreads(n); }
 export function getNumThreads(): number { return native.getNumThreads(); }
+/**
+ * Float32 matmul precision, as torch.set_float32_matmul_precision. 'highest' (default)
+ * computes every float32 GEMM (matmul, linear, attention, conv2d, and the fused infoNCE,
+ * ITM and LM kernels) in float32. 'medium' rounds the GEMM operands to bfloat16 and
+ * accumulates in float32: about 2x the GEMM rate on CPUs with avx512_bf16, at ~3
+ * significant digits per product (what mixed-precision training on GPUs uses).
+ * Everything outside the GEMMs (softmax, normalisation, losses, optimizer) stays float32;
+ * float64 is never affected. 'high' means TF32 on GPUs and keeps float32 on the CPU.
+ * Where bf16 is not native (buildInfo().bf16Matmul false), 'medium' computes in float32.
+ */
+export function setFloat32MatmulPrecision(p: 'highest' | 'high' | 'medium'): void { native.setFloat32MatmulPrecision(p); }
+export function getFloat32MatmulPrecision(): 'highest' | 'medium' { return native.getFloat32MatmulPrecision(); }
 /** Which GEMM library, ISA, thread count and CUDA state this build uses. */
 export function buildInfo() { return native.buildInfo(); }

@@ -26,6 +26,8 @@ type NT = NativeTensor;
 export interface MemoryStats { liveBytes: number; peakBytes: number }
 export interface BuildInfo {
   gemm: string; isa: string; cpuAvx512: boolean; threads: number;
+  /** Whether setFloat32MatmulPrecision('medium') runs bf16 here (oneDNN + native bf16 CPU). */
+  bf16Matmul: boolean;
   cudaCompiled: boolean; cudaDevices: number; cudaReason?: string; napiVersion: number; compiler: string;
 }
 
@@ -53,6 +55,8 @@ export interface NativeBinding {
   setNumThreads(n: number): void;
   getNumThreads(): number;
   buildInfo(): BuildInfo;
+  setFloat32MatmulPrecision(p: 'highest' | 'high' | 'medium'): void;
+  getFloat32MatmulPrecision(): 'highest' | 'medium';
 
   // ---- elementwise (binding/elementwise.cc): any strides; binary ops broadcast
   unary(op: UnaryOp, x: NT): NT;
@@ -233,15 +237,24 @@ export interface NativeBinding {
   decodeAttention(q: NT, k: NT, v: NT, options: { length: number; causal: boolean; scale: number; keyMask: NT | null }): NT;
   /**
    * A new [N, V] tensor: log_softmax per row first when logSoftmax, then HF's repetition penalty over the
-   * ids of history int32 [N, L] (negative ids skipped), then the suppressed ids (int32 [S]) set to -inf.
+   * ids of history int32 [N, L] (negative ids skipped), then the suppressed ids (int32 [S]) set to -inf;
+   * last, with warp, HF's warpers: divided by temperature, tokens that top-k / top-p drop set to -inf.
    */
-  decodeProcessLogits(logits: NT, options: { logSoftmax: boolean; history: NT | null; repetitionPenalty: number; suppress: NT | null }): NT;
+  decodeProcessLogits(logits: NT, options: {
+    logSoftmax: boolean; history: NT | null; repetitionPenalty: number; suppress: NT | null;
+    warp?: { temperature: number; topK: number; topP: number; minKeep: number } | null;
+  }): NT;
   /** int32 [N]: the first index of each row's maximum. */
   decodeArgmax(scores: NT): NT;
   /** int32 [N]: a token per row from softmax(scores / temperature) after top-k then top-p; row n uses Philox(seed, offset + n). */
   decodeSample(scores: NT, options: { temperature: number; topK: number; topP: number; minKeep: number; seed: number; offset: number }): NT;
-  /** Per batch of `beams` rows: the `count` best beamScores[n] + scores[n, t] (float64 [N]), best first -> [B, count] each. */
-  decodeBeamCandidates(scores: NT, beamScores: NT, beams: number, count: number): { scores: NT; tokens: NT; beams: NT };
+  /**
+   * Per batch of `beams` rows: the `count` best beamScores[n] + scores[n, t] (float64 [N]), best first -> [B, count] each.
+   * With sample: `count` candidates drawn without replacement from the softmax of those values (Philox(seed,
+   * offset + n * V + t) per candidate), sorted best first.
+   */
+  decodeBeamCandidates(scores: NT, beamScores: NT, beams: number, count: number,
+    sample?: { seed: number; offset: number } | null): { scores: NT; tokens: NT; beams: NT };
 
   // ---- adamw (binding/adamw.cc): one fused in-place update per parameter tensor
   adamwStep(param: NT, grad: NT, m: NT, v: NT, lr: number, beta1: number, beta2: number, eps: number,

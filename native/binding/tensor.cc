@@ -3,6 +3,7 @@
 #include <cstring>
 #include "binding/args.h"
 #include "binding/registry.h"
+#include "core/gemm.h"
 #include "core/memory.h"
 #include "core/parallel.h"
 #include "core/rng.h"
@@ -272,6 +273,21 @@ Napi::Value set_threads(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// 'highest' (float32) or 'medium' (bf16 operands, float32 accumulation), as PyTorch's
+// set_float32_matmul_precision; 'high' (TF32 on GPUs) has no CPU counterpart and keeps float32.
+Napi::Value set_matmul_precision_js(const Napi::CallbackInfo& info) {
+  Args a(info, "setFloat32MatmulPrecision");
+  std::string p = a.string(0, "precision");
+  if (p == "highest" || p == "high") set_matmul_precision(MatmulPrecision::kHighest);
+  else if (p == "medium") set_matmul_precision(MatmulPrecision::kMedium);
+  else range_error("setFloat32MatmulPrecision", "precision", "'highest', 'high' or 'medium'", "'" + p + "'");
+  return info.Env().Undefined();
+}
+
+Napi::Value get_matmul_precision_js(const Napi::CallbackInfo& info) {
+  return Napi::String::New(info.Env(), matmul_precision() == MatmulPrecision::kMedium ? "medium" : "highest");
+}
+
 Napi::Value get_threads(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), num_threads()); }
 
 Napi::Value build_info(const Napi::CallbackInfo& info) {
@@ -287,6 +303,7 @@ Napi::Value build_info(const Napi::CallbackInfo& info) {
 #endif
   o.Set("cpuAvx512", static_cast<bool>(__builtin_cpu_supports("avx512f")));
   o.Set("threads", num_threads());
+  o.Set("bf16Matmul", matmul_bf16_available());
   o.Set("cudaCompiled", cuda_compiled());
   std::string why;
   int n = cuda_device_count(&why);
@@ -316,5 +333,7 @@ VLM_EXPORT("emptyCache", empty_cache);
 VLM_EXPORT("setNumThreads", set_threads);
 VLM_EXPORT("getNumThreads", get_threads);
 VLM_EXPORT("buildInfo", build_info);
+VLM_EXPORT("setFloat32MatmulPrecision", set_matmul_precision_js);
+VLM_EXPORT("getFloat32MatmulPrecision", get_matmul_precision_js);
 
 }  // namespace vlm::js

@@ -13,9 +13,12 @@
 // the thread count, so results are reproducible across thread counts.
 #include "core/gemm.h"
 #include <algorithm>
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
 #include <new>
+#include <vector>
+#include "core/gemm_dnnl.h"
 #include "core/parallel.h"
 #if defined(__AVX2__)
 #include <immintrin.h>
@@ -282,7 +285,48 @@ bool trivial(int64_t M, int64_t N, int64_t K, T alpha, T beta, T* C, int64_t ldc
 // Below this many multiply-adds a GEMM runs single-threaded.
 constexpr double kSmallGemm = 4.0 * (1 << 20);
 
+std::atomic<MatmulPrecision> g_precision{MatmulPrecision::kHighest};
+
+// Where oneDNN's matmul primitive beats dnnl_sgemm in float32 (measured on 2 cores,
+// AVX-512): thin products (M or N <= 64, e.g. a decode step's vocabulary projection,
+// 111 vs 62 GFLOP/s) and deep ones (K >= 256, e.g. weight gradients, 216 vs 164).
+// dnnl_sgemm stays ahead on the K = 128 activations x weights of small towers.
+bool prefer_primitive(int64_t M, int64_t N, int64_t K) { static const bool off = std::getenv("VLMKIT_NO_PRIM") != nullptr; return !off && (M <= 64 || N <= 64 || K >= 256); }
+
 }  // namespace
+
+void set_matmul_precision(MatmulPrecision p) { g_precision.store(p); }
+MatmulPrecision matmul_precision() { return g_precision.load(); }
+bool gemm_uses_bf16() { return g_precision.load(std::memory_order_relaxed) == MatmulPrecision::kMedium && matmul_bf16_available(); }
+
+void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const uint16_t* A, int64_t lda,
+          const uint16_t* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+  if (trivial(M, N, K, alpha, beta, C, ldc)) return;
+  lda = fix_ld(lda, ta ? K : M, ta ? M : K);
+  ldb = fix_ld(ldb, tb ? N : K, tb ? K : N);
+  ldc = fix_ld(ldc, M, N);
+  if (gemm_dnnl_bf16(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc)) return;
+  // No bf16 kernel: widen the (already rounded) operands and run the float32 GEMM.
+  auto widen = [](const uint16_t* src, int64_t rows, int64_t cols, int64_t ld) {
+    std::vector<float> out(static_cast<size_t>(rows * cols));
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t c = 0; c < cols; ++c) {
+        uint32_t u = static_cast<uint32_t>(src[r * ld + c]) << 16;
+        std::memcpy(&out[static_cast<size_t>(r * cols + c)], &u, 4);
+      }
+    return out;
+  };
+  const std::vector<float> a = widen(A, ta ? K : M, ta ? M : K, lda), b = widen(B, tb ? N : K, tb ? K : N, ldb);
+  gemm(ta, tb, M, N, K, alpha, a.data(), ta ? M : K, b.data(), tb ? K : N, beta, C, ldc);
+}
+
+bool matmul_bf16_available() {
+#if defined(VLMKIT_HAVE_DNNL)
+  return dnnl_bf16_native();
+#else
+  return false;
+#endif
+}
 
 void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda, const float* B,
           int64_t ldb, float beta, float* C, int64_t ldc) {
@@ -297,9 +341,11 @@ void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const 
   const bool small = static_cast<double>(M) * N * K < kSmallGemm && !omp_in_parallel() && omp_get_max_threads() > 1;
   const int prev = small ? omp_get_max_threads() : 0;
   if (small) omp_set_num_threads(1);
-  dnnl_status_t st = dnnl_sgemm(ta ? 'T' : 'N', tb ? 'T' : 'N', M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+  const bool bf16 = g_precision.load(std::memory_order_relaxed) == MatmulPrecision::kMedium;
+  bool done = (bf16 || prefer_primitive(M, N, K)) && gemm_dnnl(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, bf16);
+  if (!done) done = dnnl_sgemm(ta ? 'T' : 'N', tb ? 'T' : 'N', M, N, K, alpha, A, lda, B, ldb, beta, C, ldc) == dnnl_success;
   if (small) omp_set_num_threads(prev);
-  if (st == dnnl_success) return;
+  if (done) return;
   // oneDNN refuses only arguments it considers invalid; the built-in kernel takes anything.
 #elif defined(VLMKIT_HAVE_OPENBLAS)
   if (openblas_ok(M, N, K, lda, ldb, ldc)) {

@@ -132,6 +132,7 @@ template <typename T> constexpr DType dtype_of() { return std::is_same_v<T, floa
 template <typename T>
 struct Feat {
   const T* x = nullptr;
+  const uint16_t* xh = nullptr;  // x rounded to bf16 once per call, when float32 GEMMs run in bf16
   int64_t n = 0, q = 1;
   const T* rn = nullptr;   // [n*q] inverse norms (ones when not normalising)
   const T* rn2 = nullptr;  // [n*q] rn^2 where the norm's derivative applies, else 0
@@ -295,7 +296,12 @@ template <typename T>
 void sim_tile(const Ctx<T>& cx, const Feat<T>& R, int64_t r0, int64_t m, const Feat<T>& C, int64_t c0, int64_t n,
               T* raw, T* s, int32_t* qarg) {
   const int64_t Qr = R.q, Qc = C.q, Mq = m * Qr, Nq = n * Qc, D = cx.D;
-  gemm(false, true, Mq, Nq, D, T(1), R.x + r0 * Qr * D, D, C.x + c0 * Qc * D, D, T(0), raw, Nq);
+  if constexpr (std::is_same_v<T, float>) {
+    if (R.xh && C.xh) gemm(false, true, Mq, Nq, D, T(1), R.xh + r0 * Qr * D, D, C.xh + c0 * Qc * D, D, T(0), raw, Nq);
+    else gemm(false, true, Mq, Nq, D, T(1), R.x + r0 * Qr * D, D, C.x + c0 * Qc * D, D, T(0), raw, Nq);
+  } else {
+    gemm(false, true, Mq, Nq, D, T(1), R.x + r0 * Qr * D, D, C.x + c0 * Qc * D, D, T(0), raw, Nq);
+  }
   const T* rr = R.rn + r0 * Qr;
   const T* rc = C.rn + c0 * Qc;
   const T sc = cx.scale;
@@ -656,6 +662,16 @@ void backward_tile(const Ctx<T>& cx, const Block<T>& bk, const Saved& sv, const 
         else G[i * Nq + j * Qc + q] = cx.scale * rr[i] * rc[j * Qc + q] * ds[i * n + j];
       }
   }
+  if constexpr (std::is_same_v<T, float>) {
+    if (R.xh && C.xh) {  // bf16 GEMMs: G is rounded once and used for both products
+      thread_local std::vector<uint16_t> gh;
+      if (gh.size() < static_cast<size_t>(Mq * Nq)) gh.resize(static_cast<size_t>(Mq * Nq));
+      to_bf16(G, Mq, Nq, Nq, gh.data());
+      if (R.dx) gemm(false, false, Mq, D, Nq, T(1), gh.data(), Nq, C.xh + c0 * Qc * D, D, T(1), R.dx + r0 * Qr * D, D);
+      if (C.dx) gemm(true, false, Nq, D, Mq, T(1), gh.data(), Nq, R.xh + r0 * Qr * D, D, T(1), C.dx + c0 * Qc * D, D);
+      return;
+    }
+  }
   if (R.dx) gemm(false, false, Mq, D, Nq, T(1), G, Nq, C.x + c0 * Qc * D, D, T(1), R.dx + r0 * Qr * D, D);
   if (C.dx) gemm(true, false, Nq, D, Mq, T(1), G, Nq, R.x + r0 * Qr * D, D, T(1), C.dx + c0 * Qc * D, D);
 }
@@ -668,6 +684,7 @@ struct Prepared {
   Ctx<T> cx;
   Feat<T> img, txt, qimg, qtxt, mimg, mtxt;
   std::vector<Tensor> hold;  // norm buffers
+  std::vector<std::vector<uint16_t>> hold_bf16;  // bf16 copies of the features (O(B D))
 
   Feat<T> feat(const Tensor& t, int64_t n, int64_t q, bool normalize) {
     Feat<T> f;
@@ -680,6 +697,15 @@ struct Prepared {
     f.rn = p;
     f.rn2 = p + n * q;
     hold.push_back(std::move(nb));
+    if constexpr (std::is_same_v<T, float>) {
+      if (gemm_uses_bf16() && n * q > 0) {
+        std::vector<uint16_t> h(static_cast<size_t>(n * q * cx.D));
+        const int64_t D = cx.D;
+        parallel_for(n * q, 256, [&](int64_t b, int64_t e) { to_bf16(f.x + b * D, e - b, D, D, h.data() + b * D); });
+        f.xh = h.data();
+        hold_bf16.push_back(std::move(h));
+      }
+    }
     return f;
   }
 

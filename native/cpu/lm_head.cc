@@ -166,10 +166,48 @@ LmHeadStats run(const Tensor& hidden, const Tensor& weight, const Tensor* bias, 
   T* dh_part = dH ? scratch<T>(hold, S * Nc * H) : nullptr;
   const double base = grad_scale / (c.mean ? static_cast<double>(nvalid) : 1.0);
 
+  // float32 GEMMs in bf16 (matmul precision medium): W is rounded once per call, each
+  // block's rows once per block, each dz tile once for both of its products.
+  bool bf = false;
+  if constexpr (std::is_same_v<T, float>) bf = gemm_uses_bf16();
+  std::vector<uint16_t> wh, hch;
+  if constexpr (std::is_same_v<T, float>) {
+    if (bf) {
+      wh.resize(static_cast<size_t>(V * H));
+      hch.resize(static_cast<size_t>(Nc * H));
+      parallel_for(V, 256, [&](int64_t b, int64_t e) { to_bf16(P.w + b * H, e - b, H, H, wh.data() + b * H); });
+    }
+  }
+  // Z [nc, vb] = h W[j0 : j0 + vb]^T
+  auto logits_tile = [&](int64_t nc, int64_t j0, int64_t vb, T* Z) {
+    if constexpr (std::is_same_v<T, float>) {
+      if (bf) return gemm(false, true, nc, vb, H, 1.f, hch.data(), H, wh.data() + j0 * H, H, 0.f, Z, vb);
+    }
+    gemm(false, true, nc, vb, H, T(1), hc, H, P.w + j0 * H, H, T(0), Z, vb);
+  };
+  // dW[j0 : j0 + vb] (+)= dz^T h and dh_part (+)= dz W[j0 : j0 + vb]
+  auto grad_tiles = [&](int64_t nc, int64_t j0, int64_t vb, const T* Z, T beta_w, T* dhp, T beta_h) {
+    if constexpr (std::is_same_v<T, float>) {
+      if (bf) {
+        thread_local std::vector<uint16_t> zh;
+        if (zh.size() < static_cast<size_t>(nc * vb)) zh.resize(static_cast<size_t>(nc * vb));
+        to_bf16(Z, nc, vb, vb, zh.data());
+        if (dW) gemm(true, false, vb, H, nc, 1.f, zh.data(), vb, hch.data(), H, beta_w, dW + j0 * H, H);
+        if (dhp) gemm(false, false, nc, H, vb, 1.f, zh.data(), vb, wh.data() + j0 * H, H, beta_h, dhp, H);
+        return;
+      }
+    }
+    if (dW) gemm(true, false, vb, H, nc, T(1), Z, vb, hc, H, beta_w, dW + j0 * H, H);
+    if (dhp) gemm(false, false, nc, H, vb, T(1), Z, vb, P.w + j0 * H, H, beta_h, dhp, H);
+  };
+
   for (int64_t r0 = 0, blk = 0; r0 < nvalid; r0 += Nc, ++blk) {
     const int64_t nc = std::min(Nc, nvalid - r0);
     const int64_t* R = rows.data() + r0;
     P.gather(R, nc, hc);
+    if constexpr (std::is_same_v<T, float>) {
+      if (bf) to_bf16(hc, nc, H, H, hch.data());
+    }
 
     if (mode != Mode::Backward) {
       // Phase A: z = h W^T + b per tile; per row: max, sum z, first arg-max, target
@@ -179,7 +217,7 @@ LmHeadStats run(const Tensor& hidden, const Tensor& weight, const Tensor* bias, 
           for (int64_t tt = tile_begin(s); tt < tile_begin(s + 1); ++tt) {
             const int64_t j0 = tt * Vb, vb = std::min(Vb, V - j0);
             T* Z = keep ? block + nc * j0 : tiles + s * Nc * Vb;
-            gemm(false, true, nc, vb, H, T(1), hc, H, P.w + j0 * H, H, T(0), Z, vb);
+            logits_tile(nc, j0, vb, Z);
             for (int64_t i = 0; i < nc; ++i) {
               T* z = Z + i * vb;
               if (P.b)
@@ -259,7 +297,7 @@ LmHeadStats run(const Tensor& hidden, const Tensor& weight, const Tensor* bias, 
             }
           } else {
             Z = tiles + s * Nc * Vb;
-            gemm(false, true, nc, vb, H, T(1), hc, H, P.w + j0 * H, H, T(0), Z, vb);
+            logits_tile(nc, j0, vb, Z);
             for (int64_t i = 0; i < nc; ++i) {
               T* z = Z + i * vb;
               if (P.b)
@@ -281,8 +319,7 @@ LmHeadStats run(const Tensor& hidden, const Tensor& weight, const Tensor* bias, 
 #pragma omp simd
               for (int64_t j = 0; j < vb; ++j) db[j] += z[j];
             }
-          if (dW) gemm(true, false, vb, H, nc, T(1), Z, vb, hc, H, blk == 0 ? T(0) : T(1), dW + j0 * H, H);
-          if (dhp) gemm(false, false, nc, H, vb, T(1), Z, vb, P.w + j0 * H, H, first ? T(0) : T(1), dhp, H);
+          grad_tiles(nc, j0, vb, Z, blk == 0 ? T(0) : T(1), dhp, first ? T(0) : T(1));
           first = false;
         }
       }
