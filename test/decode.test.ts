@@ -1,7 +1,8 @@
 // decode family: the KV cache (writes, in-place beam reorder), the incremental attention step
 // against the attention family's float64 reference, the logits processors and selection
 // kernels (repetition penalty, argmax, top-k / top-p sampling against the nucleus
-// distribution, beam candidates), and generate() on real decoders: cached greedy equals
+// distribution, beam candidates, the warpers and sampled beam candidates of beam sampling
+// against softmax without replacement), and generate() on real decoders: cached greedy equals
 // arg-max decoding by full recomputation (CausalLM with a soft prefix, the BERT/MED decoder
 // with cross-attention), beam search with as many beams as sequences equals exhaustive
 // search, top-k = 1 sampling equals greedy, seeded sampling repeats, repetition penalty and
@@ -266,6 +267,61 @@ test('decodeSample: the same seed and offset give the same draws; minKeep keeps 
   t.true(one.every((v) => v === 0));
   const two = ints(wrap(native.decodeSample(x.handle, { temperature: 1, topK: 0, topP: 0.01, minKeep: 2, seed: 1, offset: 0 })));
   t.true(two.includes(1) && !two.includes(2));
+});
+
+test('decodeProcessLogits warp (beam sampling): scores / temperature, the tokens top-k / top-p drop at -inf', (t) => {
+  const x = [2, 1.5, 1, 0.5, 0, -0.5, -1, -2, -3, -4];
+  const logits = tensor(Float64Array.from([...x, ...[...x].reverse()]), [2, 10], { dtype: 'float64' });
+  for (const [temp, topK, topP, minKeep] of [[1, 0, 1, 1], [0.5, 3, 1, 1], [2, 0, 0.7, 1], [0.8, 5, 0.6, 1], [1, 1, 1, 2], [1, 0, 0.01, 3]] as const) {
+    const out = arr(wrap(native.decodeProcessLogits(logits.handle, {
+      logSoftmax: false, history: null, repetitionPenalty: 1, suppress: null, warp: { temperature: temp, topK, topP, minKeep },
+    })));
+    // the kept set: the nucleus of the filters, widened to the minKeep best
+    const p = nucleus(x, temp, Math.max(topK, topK > 0 ? minKeep : 0), topP);
+    const kept = p.map((v) => v > 0);
+    if (kept.filter(Boolean).length < minKeep) [0, 1, 2].slice(0, minKeep).forEach((i) => { kept[i] = true; });
+    const want = x.map((v, i) => (kept[i] ? v / temp : -Infinity));
+    t.deepEqual(Array.from(out.slice(0, 10)), want, `T=${temp} k=${topK} p=${topP} minKeep=${minKeep}`);
+    t.deepEqual(Array.from(out.slice(10)), [...want].reverse(), 'per row');
+  }
+});
+
+test('decodeBeamCandidates with sample: draws without replacement from softmax(beam score + score) per batch (chi-square)', (t) => {
+  // 2 beams x V = 3 per batch: 6 candidates, one -inf; many identical batches, each its own stream
+  const lp = [-0.2, -1.5, -Infinity, -0.7, -1, -2.5], bsc = [0, -0.4];
+  const s = lp.map((v, i) => v + bsc[Math.floor(i / 3)]!);
+  const m = Math.max(...s), w = s.map((v) => Math.exp(v - m)), z = w.reduce((a, b) => a + b, 0), p = w.map((v) => v / z);
+  const B = 6000;
+  const scores = tensor(Float64Array.from({ length: B * 6 }, (_, i) => lp[i % 6]!), [2 * B, 3], { dtype: 'float64' });
+  const beamScores = tensor(Float64Array.from({ length: 2 * B }, (_, i) => bsc[i % 2]!), [2 * B], { dtype: 'float64' });
+  const draw = (count: number, seed: number) => {
+    const r = native.decodeBeamCandidates(scores.handle, beamScores.handle, 2, count, { seed, offset: 5 });
+    const tokens = ints(wrap(r.tokens));
+    return { scores: arr(wrap(r.scores)), flat: ints(wrap(r.beams)).map((b, i) => b * 3 + tokens[i]!) };
+  };
+  const one = draw(1, 3);
+  chiSquare(t, one.flat, p, 'first draw');
+  t.deepEqual(Array.from(one.scores), one.flat.map((f) => s[f]!), 'the drawn candidates carry their scores');
+  // two draws: the unordered pair {i, j} has probability p_i p_j / (1 - p_i) + p_j p_i / (1 - p_j)
+  const two = draw(2, 4);
+  const pairs: number[] = [], pp: number[] = [];
+  for (let i = 0; i < 6; i++) for (let j = i + 1; j < 6; j++) pp.push(p[i]! * p[j]! / (1 - p[i]!) + p[j]! * p[i]! / (1 - p[j]!));
+  const pairIndex = (i: number, j: number) => { let k = 0; for (let a = 0; a < 6; a++) for (let b = a + 1; b < 6; b++) { if (a === Math.min(i, j) && b === Math.max(i, j)) return k; k++; } return -1; };
+  let distinct = true, sorted = true;
+  for (let b = 0; b < B; b++) {
+    const [f0, f1] = [two.flat[2 * b]!, two.flat[2 * b + 1]!];
+    distinct &&= f0 !== f1;
+    sorted &&= two.scores[2 * b]! >= two.scores[2 * b + 1]!;
+    pairs.push(pairIndex(f0, f1));
+  }
+  t.true(distinct, 'without replacement');
+  t.true(sorted, 'sorted best first');
+  chiSquare(t, pairs, pp, 'pairs');
+  // -inf only when nothing else is left; the same seed and offset repeat, another seed does not
+  const all = draw(6, 1);
+  t.true(all.flat.every((f, i) => (i % 6 === 5) === (f === 2)), 'the -inf candidate comes last');
+  t.deepEqual(draw(2, 4).flat, two.flat);
+  t.notDeepEqual(draw(2, 5).flat, two.flat);
 });
 
 // ---- generate on real decoders -------------------------------------------------------------------
@@ -534,7 +590,7 @@ const ids = i32([1, 2, 3, 4], [2, 2]);`;
     ['gen topP', 'vlm.generate(lm, ids, { topP: 0, doSample: true })'],
     ['gen temperature', 'vlm.generate(lm, ids, { temperature: -1 })'],
     ['gen beams', 'vlm.generate(lm, ids, { numBeams: 0 })'],
-    ['gen beam sample', 'vlm.generate(lm, ids, { numBeams: 2, doSample: true })'],
+    ['gen return sequences', 'vlm.generate(lm, ids, { numBeams: 2, numReturnSequences: 3 })'],
     ['gen unknown', 'vlm.generate(lm, ids, { max_length: 5 })'],
     ['gen eos', 'vlm.generate(lm, ids, { eosTokenId: "2" })'],
     ['gen eos range', 'vlm.generate(lm, ids, { eosTokenId: 9, maxLength: 6 })'],
@@ -589,7 +645,7 @@ const ids = i32([1, 2, 3, 4], [2, 2]);`;
   is('gen topP', 'RangeError', 'generate: expected a number in (0, 1] for options.topP but received the number 0');
   is('gen temperature', 'RangeError', 'generate: expected a finite number > 0 for options.temperature but received the number -1');
   is('gen beams', 'RangeError', 'generate: expected an integer in [1, 4096] for options.numBeams but received the number 0');
-  is('gen beam sample', 'RangeError', 'generate: expected doSample false with numBeams > 1 (beam sampling is not supported) but received numBeams 2 with doSample true');
+  is('gen return sequences', 'RangeError', 'generate: expected at most numBeams (2) for options.numReturnSequences (beam search returns its best hypotheses) but received 3');
   is('gen unknown', 'TypeError', /^generate: expected one of maxLength, .* for an option name but received 'max_length'$/);
   is('gen eos', 'TypeError', "generate: expected an id or an array of ids for options.eosTokenId but received the string '2'");
   is('gen eos range', 'RangeError', 'generate: expected ids below the vocabulary size (9) for options.eosTokenId but received 9');

@@ -1,7 +1,7 @@
 // decode family, binding: kvCacheWrite(cacheK, cacheV, k, v, position),
 // kvCacheReorder(caches, index, length), decodeAttention(q, k, v, options),
 // decodeProcessLogits(logits, options), decodeArgmax(scores), decodeSample(scores, options),
-// decodeBeamCandidates(scores, beamScores, beams, count) (ops/decode.h). Caches must be
+// decodeBeamCandidates(scores, beamScores, beams, count[, sample]) (ops/decode.h). Caches must be
 // contiguous (they are written in place); row inputs whose last stride is not 1 are copied
 // first; every id that a kernel indexes with is checked here, value by value.
 #include <cmath>
@@ -31,8 +31,8 @@ Tensor unit_last(const Tensor& t) {
 
 class Options {
  public:
-  Options(const char* op, const Napi::Value& v) : op_(op) {
-    if (!v.IsObject() || v.IsArray() || v.IsFunction()) type_error(op, "options", "an options object", describe(v));
+  Options(const char* op, const Napi::Value& v, const char* name = "options") : op_(op) {
+    if (!v.IsObject() || v.IsArray() || v.IsFunction()) type_error(op, name, "an options object", describe(v));
     o_ = v.As<Napi::Object>();
   }
   const Tensor* tensor(const char* key, const char* name) const {
@@ -222,6 +222,20 @@ Tensor ids_arg(const char* op, const char* name, const Tensor& t, int64_t rank, 
   return c;
 }
 
+// HF's temperature, top-k and top-p settings of a sampling options object (names under `prefix`).
+SampleOptions filters_arg(const char* op, const Options& r, const std::string& prefix) {
+  SampleOptions o;
+  const std::string t = prefix + "temperature", k = prefix + "topK", p = prefix + "topP", m = prefix + "minKeep";
+  o.temperature = r.number("temperature", t.c_str());
+  if (!(std::isfinite(o.temperature) && o.temperature > 0))
+    range_error(op, t.c_str(), "a finite number > 0", describe(r.raw("temperature")));
+  o.top_k = r.integer("topK", k.c_str(), 0, kMaxInt32);
+  o.top_p = r.number("topP", p.c_str());
+  if (!(o.top_p > 0 && o.top_p <= 1)) range_error(op, p.c_str(), "a number in (0, 1]", describe(r.raw("topP")));
+  o.min_keep = r.integer("minKeep", m.c_str(), 1, kMaxInt32);
+  return o;
+}
+
 Napi::Value decode_process_logits(const Napi::CallbackInfo& info) {
   Args a(info, "decodeProcessLogits");
   const char* op = a.op();
@@ -239,10 +253,15 @@ Napi::Value decode_process_logits(const Napi::CallbackInfo& info) {
     if (hist.shape[0] != N) range_error(op, "options.history", "an int32 tensor [" + num(N) + ", length]", "shape " + shape_str(h->shape));
   }
   if (const Tensor* s = r.tensor("suppress", "options.suppress")) sup = ids_arg(op, "options.suppress", *s, 1, "[count]", 0, V);
+  SampleOptions warp;
+  const Napi::Value w = r.raw("warp");
+  const bool warping = present(w);
+  if (warping) warp = filters_arg(op, Options(op, w, "options.warp"), "options.warp.");
   Tensor out = Tensor::empty({N, V}, logits.dtype, Device::CPU);
   cpu::copy(logits, out);
   cpu::decode_process_logits(out, log_softmax, hist.storage ? hist.data<int32_t>() : nullptr, hist.storage ? hist.shape[1] : 0,
-                             penalty, sup.storage ? sup.data<int32_t>() : nullptr, sup.storage ? sup.shape[0] : 0);
+                             penalty, sup.storage ? sup.data<int32_t>() : nullptr, sup.storage ? sup.shape[0] : 0,
+                             warping ? &warp : nullptr);
   return wrap(info.Env(), std::move(out));
 }
 
@@ -259,14 +278,7 @@ Napi::Value decode_sample(const Napi::CallbackInfo& info) {
   const char* op = a.op();
   Tensor s = scores_arg(a, 0, "scores");
   Options r(op, a[1]);
-  SampleOptions o;
-  o.temperature = r.number("temperature", "options.temperature");
-  if (!(std::isfinite(o.temperature) && o.temperature > 0))
-    range_error(op, "options.temperature", "a finite number > 0", describe(r.raw("temperature")));
-  o.top_k = r.integer("topK", "options.topK", 0, kMaxInt32);
-  o.top_p = r.number("topP", "options.topP");
-  if (!(o.top_p > 0 && o.top_p <= 1)) range_error(op, "options.topP", "a number in (0, 1]", describe(r.raw("topP")));
-  o.min_keep = r.integer("minKeep", "options.minKeep", 1, kMaxInt32);
+  SampleOptions o = filters_arg(op, r, "options.");
   o.seed = static_cast<uint64_t>(r.integer("seed", "options.seed", 0, kMaxSafe));
   o.offset = static_cast<uint64_t>(r.integer("offset", "options.offset", 0, kMaxSafe));
   Tensor out = Tensor::empty({s.shape[0]}, DType::I32, Device::CPU);
@@ -287,11 +299,19 @@ Napi::Value decode_beam_candidates(const Napi::CallbackInfo& info) {
   if (N % beams != 0) range_error(op, "beams", "a divisor of the " + num(N) + " rows of scores", describe(a[2]));
   const int64_t count = a.integer(3, "count", 1, std::min<int64_t>(beams * V, kMaxInt32));
   const int64_t B = N / beams;
+  BeamSampleOptions so;
+  const bool sampling = a.has(4);
+  if (sampling) {
+    Options r(op, a[4], "sample");
+    so.seed = static_cast<uint64_t>(r.integer("seed", "sample.seed", 0, kMaxSafe));
+    so.offset = static_cast<uint64_t>(r.integer("offset", "sample.offset", 0, kMaxSafe));
+  }
   Tensor bsc = contiguous(bs);
   Tensor sc = Tensor::empty({B, count}, DType::F64, Device::CPU);
   Tensor tok = Tensor::empty({B, count}, DType::I32, Device::CPU);
   Tensor beam = Tensor::empty({B, count}, DType::I32, Device::CPU);
-  cpu::decode_beam_candidates(s, bsc.data<double>(), beams, count, sc.data<double>(), tok.data<int32_t>(), beam.data<int32_t>());
+  cpu::decode_beam_candidates(s, bsc.data<double>(), beams, count, sc.data<double>(), tok.data<int32_t>(), beam.data<int32_t>(),
+                              sampling ? &so : nullptr);
   Napi::Env env = info.Env();
   Napi::Object res = Napi::Object::New(env);
   res.Set("scores", wrap(env, std::move(sc)));

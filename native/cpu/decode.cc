@@ -1,6 +1,7 @@
 // decode family, CPU: KV-cache writes and in-place beam reorder, the incremental attention
-// step over the cache, the HF logits processors, and token selection (argmax, top-k / top-p
-// sampling, beam candidates). Contracts and shapes: ops/decode.h.
+// step over the cache, the HF logits processors and warpers, and token selection (argmax,
+// top-k / top-p sampling, beam candidates, sampled beam candidates). Contracts and shapes:
+// ops/decode.h.
 //
 // decode_attention: one work item per (row, head, query) computes the scores of its visible
 // keys into a per-thread row buffer, the softmax, and the weighted sum of values; with
@@ -191,14 +192,71 @@ T row_max(const T* x, int64_t n, int64_t* arg) {
   return m;
 }
 
+// The tokens that survive HF's top-k then top-p filters of one row x [V] (already divided by
+// the temperature; e = exp(x - max)), in `kept` in no particular order. Returns false when
+// nothing filters (kept is then left empty: the whole vocabulary survives).
+template <typename T>
+bool filter_kept(const T* x, const T* e, int64_t V, const SampleOptions& o, std::vector<Cand>& buf,
+                 std::vector<Cand>& kept) {
+  const int64_t min_keep = std::max<int64_t>(1, o.min_keep);
+  bool filtered = false;
+  kept.clear();
+  if (o.top_k > 0 && o.top_k < V) {
+    const int64_t kk = std::min<int64_t>(V, std::max(o.top_k, min_keep));
+    top_count(V, kk, [&](int64_t i) { return static_cast<double>(x[i]); }, buf);
+    const T kth = static_cast<T>(buf.back().v);
+    for (int64_t t = 0; t < V; ++t)  // ties with the k-th value stay (HF removes only scores < kth)
+      if (x[t] >= kth) kept.push_back({static_cast<double>(x[t]), t});
+    filtered = true;
+  }
+  if (o.top_p < 1.0) {
+    if (!filtered) {
+      kept.resize(static_cast<size_t>(V));
+      for (int64_t t = 0; t < V; ++t) kept[t] = {static_cast<double>(x[t]), t};
+    }
+    double z = 0.0;
+    for (const Cand& c : kept) z += e[c.i];
+    const double target = o.top_p * z;
+    // HF keeps a token while the mass of the better tokens is below top_p (its cumulative
+    // ascending mass > 1 - top_p). Quickselect on that mass: each round partitions the open
+    // range around its middle rank (better first) and keeps or drops the better half, so
+    // the nucleus comes out as kept[0, lo) in expected O(V), never sorting the vocabulary.
+    size_t lo = 0, hi = kept.size();
+    double before = 0.0;
+    while (lo < hi) {
+      const size_t mid = lo + (hi - lo) / 2;
+      std::nth_element(kept.begin() + lo, kept.begin() + mid, kept.begin() + hi, better);
+      double left = 0.0;
+      for (size_t r = lo; r < mid; ++r) left += e[kept[r].i];
+      if (before + left >= target) {
+        hi = mid;  // the token at mid, and every worse one, has mass >= top_p before it
+      } else {
+        before += left + e[kept[mid].i];  // [lo, mid] all kept
+        lo = mid + 1;
+      }
+    }
+    const size_t need = static_cast<size_t>(std::min<int64_t>(min_keep, static_cast<int64_t>(kept.size())));
+    if (lo < need) {  // at least min_keep: the next best ones
+      std::nth_element(kept.begin() + lo, kept.begin() + (need - 1), kept.end(), better);
+      lo = need;
+    }
+    kept.resize(lo);
+    filtered = true;
+  }
+  return filtered;
+}
+
 template <typename T>
 void process_impl(Tensor& scores, bool log_softmax, const int32_t* history, int64_t hl, double penalty,
-                  const int32_t* suppress, int64_t ns) {
+                  const int32_t* suppress, int64_t ns, const SampleOptions* warp) {
   const int64_t N = scores.shape[0], V = scores.shape[1];
   T* sd = scores.data<T>();
+  const T inv_t = static_cast<T>(warp ? 1.0 / warp->temperature : 1.0);
   run_rows(N, V, [&](int64_t begin, int64_t end) {
     std::vector<int32_t> ids;
-    std::vector<T> e(log_softmax ? static_cast<size_t>(V) : 0);
+    std::vector<T> e(log_softmax || warp ? static_cast<size_t>(V) : 0);
+    std::vector<Cand> buf, kept;
+    std::vector<uint8_t> keep(warp ? static_cast<size_t>(V) : 0);
     for (int64_t n = begin; n < end; ++n) {
       T* row = sd + n * V;
       if (log_softmax) {
@@ -219,6 +277,20 @@ void process_impl(Tensor& scores, bool log_softmax, const int32_t* history, int6
         }
       }
       for (int64_t i = 0; i < ns; ++i) row[suppress[i]] = -std::numeric_limits<T>::infinity();
+      if (warp) {  // HF's temperature, top-k and top-p warpers: the dropped tokens become -inf
+        for (int64_t t = 0; t < V; ++t) {
+          const T xv = row[t] * inv_t;
+          row[t] = xv == xv ? xv : -std::numeric_limits<T>::infinity();
+        }
+        const T m = row_max(row, V, nullptr);
+        if (!std::isfinite(static_cast<double>(m))) continue;  // nothing to filter (or +inf)
+        exp_shift(row, m, e.data(), V);
+        if (!filter_kept(row, e.data(), V, *warp, buf, kept)) continue;
+        std::fill(keep.begin(), keep.end(), uint8_t{0});
+        for (const Cand& c : kept) keep[c.i] = 1;
+        for (int64_t t = 0; t < V; ++t)
+          if (!keep[t]) row[t] = -std::numeric_limits<T>::infinity();
+      }
     }
   });
 }
@@ -249,10 +321,9 @@ void sample_impl(const Tensor& scores, const SampleOptions& o, int32_t* out) {
   const int64_t N = scores.shape[0], V = scores.shape[1];
   const T* sd = scores.data<T>();
   const T inv_t = static_cast<T>(1.0 / o.temperature);
-  const int64_t min_keep = std::max<int64_t>(1, o.min_keep);
   run_rows(N, V, [&](int64_t begin, int64_t end) {
     std::vector<T> x(static_cast<size_t>(V)), e(static_cast<size_t>(V));
-    std::vector<Cand> buf, kept;
+    std::vector<Cand> buf, kept_buf;
     for (int64_t n = begin; n < end; ++n) {
       const T* row = sd + n * V;
       for (int64_t t = 0; t < V; ++t) {
@@ -267,52 +338,8 @@ void sample_impl(const Tensor& scores, const SampleOptions& o, int32_t* out) {
         continue;
       }
       const double z_all = exp_shift(x.data(), m, e.data(), V);
-      // kept: the surviving candidates (index = token), in no particular order; when nothing
-      // filters, the whole vocabulary in index order
-      bool filtered = false;
-      kept.clear();
-      if (o.top_k > 0 && o.top_k < V) {
-        const int64_t kk = std::min<int64_t>(V, std::max(o.top_k, min_keep));
-        top_count(V, kk, [&](int64_t i) { return static_cast<double>(x[i]); }, buf);
-        const T kth = static_cast<T>(buf.back().v);
-        for (int64_t t = 0; t < V; ++t)  // ties with the k-th value stay (HF removes only scores < kth)
-          if (x[t] >= kth) kept.push_back({static_cast<double>(x[t]), t});
-        filtered = true;
-      }
-      if (o.top_p < 1.0) {
-        if (!filtered) {
-          kept.resize(static_cast<size_t>(V));
-          for (int64_t t = 0; t < V; ++t) kept[t] = {static_cast<double>(x[t]), t};
-        }
-        double z = 0.0;
-        for (const Cand& c : kept) z += e[c.i];
-        const double target = o.top_p * z;
-        // HF keeps a token while the mass of the better tokens is below top_p (its cumulative
-        // ascending mass > 1 - top_p). Quickselect on that mass: each round partitions the open
-        // range around its middle rank (better first) and keeps or drops the better half, so
-        // the nucleus comes out as kept[0, lo) in expected O(V), never sorting the vocabulary.
-        size_t lo = 0, hi = kept.size();
-        double before = 0.0;
-        while (lo < hi) {
-          const size_t mid = lo + (hi - lo) / 2;
-          std::nth_element(kept.begin() + lo, kept.begin() + mid, kept.begin() + hi, better);
-          double left = 0.0;
-          for (size_t r = lo; r < mid; ++r) left += e[kept[r].i];
-          if (before + left >= target) {
-            hi = mid;  // the token at mid, and every worse one, has mass >= top_p before it
-          } else {
-            before += left + e[kept[mid].i];  // [lo, mid] all kept
-            lo = mid + 1;
-          }
-        }
-        const size_t need = static_cast<size_t>(std::min<int64_t>(min_keep, static_cast<int64_t>(kept.size())));
-        if (lo < need) {  // at least min_keep: the next best ones
-          std::nth_element(kept.begin() + lo, kept.begin() + (need - 1), kept.end(), better);
-          lo = need;
-        }
-        kept.resize(lo);
-        filtered = true;
-      }
+      std::vector<Cand>& kept = kept_buf;
+      const bool filtered = filter_kept(x.data(), e.data(), V, o, buf, kept);
       // draw: walk the kept tokens (or the vocabulary in index order) until the mass passes u * total
       int64_t pick = arg;
       if (filtered) {
@@ -345,7 +372,7 @@ void sample_impl(const Tensor& scores, const SampleOptions& o, int32_t* out) {
 
 template <typename T>
 void beam_impl(const Tensor& scores, const double* beam_scores, int64_t beams, int64_t count, double* out_scores,
-               int32_t* tokens, int32_t* beam_of) {
+               int32_t* tokens, int32_t* beam_of, const BeamSampleOptions* sample) {
   const int64_t N = scores.shape[0], V = scores.shape[1], B = N / beams;
   const T* sd = scores.data<T>();
   run_rows(B, beams * V, [&](int64_t begin, int64_t end) {
@@ -353,7 +380,21 @@ void beam_impl(const Tensor& scores, const double* beam_scores, int64_t beams, i
     for (int64_t b = begin; b < end; ++b) {
       const T* base = sd + b * beams * V;
       const double* bs = beam_scores + b * beams;
-      top_count(beams * V, count, [&](int64_t i) { return bs[i / V] + static_cast<double>(base[i]); }, buf);
+      auto value = [&](int64_t i) { return bs[i / V] + static_cast<double>(base[i]); };
+      if (sample) {
+        // Gumbel-top-k: the `count` largest s + Gumbel noise are a draw without replacement
+        // from softmax(s); then they are ranked by s itself (HF sorts the drawn scores)
+        const uint64_t at = sample->offset + static_cast<uint64_t>(b * beams * V);
+        top_count(beams * V, count, [&](int64_t i) {
+          const double s = value(i);
+          if (!(s > kNegInf)) return kNegInf;  // -inf and NaN are never drawn before the others
+          return s - std::log(-std::log(Philox::uniform(sample->seed, at + static_cast<uint64_t>(i))));
+        }, buf);
+        for (Cand& c : buf) c.v = clean(value(c.i));
+        std::sort(buf.begin(), buf.end(), better);
+      } else {
+        top_count(beams * V, count, value, buf);
+      }
       for (int64_t c = 0; c < count; ++c) {
         out_scores[b * count + c] = buf[c].v;
         tokens[b * count + c] = static_cast<int32_t>(buf[c].i % V);
@@ -457,10 +498,10 @@ void decode_attention(const Tensor& q, const Tensor& k, const Tensor& v, const D
 }
 
 void decode_process_logits(Tensor& scores, bool log_softmax, const int32_t* history, int64_t history_len,
-                           double penalty, const int32_t* suppress, int64_t n_suppress) {
+                           double penalty, const int32_t* suppress, int64_t n_suppress, const SampleOptions* warp) {
   dispatch_float(scores.dtype, [&](auto zero) {
     using T = decltype(zero);
-    process_impl<T>(scores, log_softmax, history, history_len, penalty, suppress, n_suppress);
+    process_impl<T>(scores, log_softmax, history, history_len, penalty, suppress, n_suppress, warp);
   });
 }
 
@@ -479,10 +520,10 @@ void decode_sample(const Tensor& scores, const SampleOptions& o, int32_t* out) {
 }
 
 void decode_beam_candidates(const Tensor& scores, const double* beam_scores, int64_t beams, int64_t count,
-                            double* out_scores, int32_t* tokens, int32_t* beam_of) {
+                            double* out_scores, int32_t* tokens, int32_t* beam_of, const BeamSampleOptions* sample) {
   dispatch_float(scores.dtype, [&](auto zero) {
     using T = decltype(zero);
-    beam_impl<T>(scores, beam_scores, beams, count, out_scores, tokens, beam_of);
+    beam_impl<T>(scores, beam_scores, beams, count, out_scores, tokens, beam_of, sample);
   });
 }
 

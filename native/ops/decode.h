@@ -37,6 +37,10 @@ struct SampleOptions {
   uint64_t seed = 0, offset = 0;  // row n draws Philox::uniform(seed, offset + n)
 };
 
+struct BeamSampleOptions {
+  uint64_t seed = 0, offset = 0;  // candidate (row n, token t) draws Philox::uniform(seed, offset + n * V + t)
+};
+
 namespace cpu {
 
 // cache_k, cache_v [N, H, Lmax, Dh] contiguous; k, v [N, T, E] (unit last stride), written
@@ -60,9 +64,12 @@ void decode_attention(const Tensor& q, const Tensor& k, const Tensor& v, const D
 // search scores log-probabilities); then HF's repetition penalty over every id in row n of
 // history [N, L] (negative ids skipped; each distinct id once): s > 0 -> s / penalty,
 // s <= 0 -> s * penalty; then the `n_suppress` ids in suppress get -inf (minimum length:
-// the end-of-sequence ids). penalty 1 and n_suppress 0 skip those passes.
+// the end-of-sequence ids). penalty 1 and n_suppress 0 skip those passes. Last, when warp is
+// given, HF's warpers (beam sampling): scores divided by warp->temperature, then every token
+// that decode_sample's top-k / top-p filters would drop set to -inf (seed/offset unused).
 void decode_process_logits(Tensor& scores, bool log_softmax, const int32_t* history, int64_t history_len,
-                           double penalty, const int32_t* suppress, int64_t n_suppress);
+                           double penalty, const int32_t* suppress, int64_t n_suppress,
+                           const SampleOptions* warp = nullptr);
 
 // out[n] = the first index of row n's maximum (NaN never wins). scores [N, V] contiguous.
 void decode_argmax(const Tensor& scores, int32_t* out);
@@ -75,8 +82,14 @@ void decode_sample(const Tensor& scores, const SampleOptions& o, int32_t* out);
 // over its rows n and tokens t, best first; ties go to the lower (beam, token). Outputs [B, count]:
 // out_scores (float64), tokens, and the beam within the batch. Candidates of -inf are returned as
 // such (the caller skips them). count <= beams * V.
+// With sample (HF's beam sampling): the `count` candidates are instead drawn without replacement
+// from softmax over the batch's beams * V values s = beam_scores[n] + scores[n, t] (torch.multinomial
+// without replacement, as Gumbel-top-k: the largest s - log(-log(u)) with u the Philox element
+// sample->offset + n * V + t), then returned sorted by s, best first. Candidates of s = -inf are
+// drawn only when nothing else is left.
 void decode_beam_candidates(const Tensor& scores, const double* beam_scores, int64_t beams, int64_t count,
-                            double* out_scores, int32_t* tokens, int32_t* beam_of);
+                            double* out_scores, int32_t* tokens, int32_t* beam_of,
+                            const BeamSampleOptions* sample = nullptr);
 
 }  // namespace cpu
 }  // namespace vlm

@@ -6,7 +6,10 @@
 // [length, length + T) and attends to [0, length + T) (native decodeAttention); reorder()
 // gathers beam rows in place (native kvCacheReorder), never reallocating. Cross-attention
 // keys/values of the fixed context (image or query states) are projected once, by the first
-// step that gets a context, and kept with their mask.
+// step that gets a context, and kept with their mask. A step may mark some of its new ids as
+// padding (HF's attention_mask, e.g. left-padded prompts): the cache then keeps a key mask
+// over its positions (padding is never attended to) and each row's count of real positions,
+// from which the position ids of new tokens follow (HF's cumsum(mask) - 1).
 //
 // transformerBlockStep mirrors TransformerBlock.forward (pre- or post-LN, optional
 // cross-attention, MLP) on the new positions only; with a causal mask it gives the same
@@ -15,7 +18,7 @@
 import { native, type DType } from '../native.js';
 import { Tensor, wrap } from './tensor.js';
 import { keep } from './scope.js';
-import { aTensor, describe, zeros } from './creation.js';
+import { aTensor, describe, tensor, zeros } from './creation.js';
 import type { KeyValue } from './attention_layers.js';
 import type { MultiHeadAttention } from './attention_layers.js';
 import type { TransformerBlock } from './transformer.js';
@@ -31,6 +34,13 @@ export interface DecoderStepOptions {
   context?: Tensor | null;
   /** uint8 [B, Lc], 1 = attend (default all); stored with the context. */
   contextMask?: Tensor | null;
+  /**
+   * Padding of the new ids: uint8 or int32 [B, T] of 0/1, 0 = padding (HF's attention_mask over the
+   * ids, e.g. left-padded prompts). Padding positions are never attended to, and the position ids
+   * of the real ones count real positions only (HF's cumsum(mask) - 1, continued over the steps; a
+   * soft prefix is real). Kept by the cache; default: every new id is real.
+   */
+  attentionMask?: Tensor | null;
 }
 
 export interface KVCacheConfig {
@@ -71,8 +81,13 @@ export class KVCache {
   readonly cross: (KeyValue | null)[];
   /** The context's key mask (uint8 [batch, Lc], 1 = attend), or null for all. */
   crossMask: Tensor | null = null;
+  /** The self-attention key mask (uint8 [batch, maxLength], 0 = padding), or null while no position is padding. */
+  selfMask: Tensor | null = null;
   private len = 0;
   private hasContext = false;
+  // once some position is padding: selfMask's host copy and, per row, the real positions so far
+  private maskHost: Uint8Array | null = null;
+  private real: Int32Array | null = null;
 
   constructor(config: KVCacheConfig) {
     const op = 'KVCache';
@@ -120,6 +135,55 @@ export class KVCache {
   }
 
   /**
+   * Records the padding of a step's new positions — `prefix` real ones, then T ids whose padding
+   * is `mask` (DecoderStepOptions.attentionMask: [batch, T] of 0/1, 0 = padding; null = all real)
+   * — and returns their position ids int32 [batch, prefix + T]: per row, the count of real
+   * positions before each (pads get 0). Returns null while no position has been padding: the
+   * positions are then the plain [length, length + prefix + T). Call before the step's layers
+   * run (they read selfMask) and before advance(); `op` names the step in errors.
+   */
+  stepPositions(op: string, mask: Tensor | null | undefined, prefix: number, T: number): Tensor | null {
+    const N = this.batch, pos = this.len, S = prefix + T, Lmax = this.maxLength;
+    let m: ArrayLike<number> | null = null;
+    if (mask !== null && mask !== undefined) {
+      const want = `a uint8 or int32 tensor [${N}, ${T}] of 0/1 (0 = padding)`;
+      if (!(mask instanceof Tensor)) throw new TypeError(`${op}: expected ${want} for options.attentionMask but received ${describe(mask)}`);
+      if (mask.disposed) throw new TypeError(`${op}: expected a live tensor for options.attentionMask but received a disposed tensor`);
+      if (mask.dtype !== 'uint8' && mask.dtype !== 'int32')
+        throw new TypeError(`${op}: expected ${want} for options.attentionMask but received ${aTensor(mask.dtype)}`);
+      if (mask.ndim !== 2 || mask.shape[0] !== N || mask.shape[1] !== T)
+        throw new RangeError(`${op}: expected ${want} for options.attentionMask but received shape [${mask.shape.join(', ')}]`);
+      const a = mask.toArray() as Uint8Array | Int32Array;
+      const bad = a.findIndex((x) => x !== 0 && x !== 1);
+      if (bad >= 0)
+        throw new RangeError(`${op}: expected ${want} for options.attentionMask but received ${a[bad]} at [${Math.floor(bad / T)}, ${bad % T}]`);
+      if (a.includes(0)) m = a;
+    }
+    if (m === null && this.real === null) return null;
+    if (this.real === null || this.maskHost === null) {
+      this.real = new Int32Array(N).fill(pos);
+      this.maskHost = new Uint8Array(N * Lmax).fill(1);
+    }
+    const ids = new Int32Array(N * S);
+    for (let n = 0; n < N; n++) {
+      let c = this.real[n]!;
+      for (let j = 0; j < S; j++) {
+        const on = j < prefix || m === null || m[n * T + j - prefix] === 1;
+        this.maskHost[n * Lmax + pos + j] = on ? 1 : 0;
+        ids[n * S + j] = on ? c++ : 0;
+      }
+      this.real[n] = c;
+    }
+    if (m !== null || this.selfMask === null) this.uploadMask();
+    return tensor(ids, [N, S], { dtype: 'int32' });
+  }
+
+  private uploadMask(): void {
+    this.selfMask?.dispose();
+    this.selfMask = keep(wrap(native.fromData(this.maskHost!, [this.batch, this.maxLength], 'uint8', 'cpu')));
+  }
+
+  /**
    * Stores each layer's cross-attention keys/values (projected by its block) and the context
    * mask. Called once, by the first step that has a context.
    */
@@ -137,7 +201,8 @@ export class KVCache {
    * Reorders rows in place: row i becomes the old row index[i] (int32 tensor or numbers in
    * [0, batch), repeats allowed), over the filled positions. Cross-attention states follow
    * unless `cross` is false (beam search: beams of one sample share its context, and the
-   * index never leaves the sample, so they are already right).
+   * index never leaves the sample, so they are already right). The self-attention padding and
+   * real-position counts always follow.
    */
   reorder(index: Tensor | ArrayLike<number>, options: { cross?: boolean } = {}): void {
     const op = 'KVCache.reorder';
@@ -153,6 +218,17 @@ export class KVCache {
     } else throw new TypeError(`${op}: expected an int32 tensor or an array of row indices for index but received ${describe(index)}`);
     try {
       native.kvCacheReorder([...this.keys, ...this.values].map((t) => t.handle), idx.handle, this.len);
+      if (this.real && this.maskHost) {
+        const from = idx.toArray() as Int32Array, L = this.maxLength;
+        const mask = new Uint8Array(this.maskHost.length), real = new Int32Array(this.batch);
+        from.forEach((r, i) => {
+          mask.set(this.maskHost!.subarray(r * L, (r + 1) * L), i * L);
+          real[i] = this.real![r]!;
+        });
+        this.maskHost = mask;
+        this.real = real;
+        this.uploadMask();
+      }
       if ((options.cross ?? true) && this.hasContext) {
         const cross = this.cross.flatMap((kv) => (kv ? [kv.key, kv.value] : []));
         if (cross.length) native.kvCacheReorder(cross.map((t) => t.handle), idx.handle, cross[0]!.shape[2]!);
@@ -171,6 +247,8 @@ export class KVCache {
   /** Frees every tensor of the cache. */
   dispose(): void {
     for (const t of [...this.keys, ...this.values]) t.dispose();
+    this.selfMask?.dispose();
+    this.selfMask = null;
     this.disposeCross();
   }
 
@@ -250,7 +328,7 @@ export function transformerBlockStep(block: TransformerBlock, x: Tensor, cache: 
   let h = sub(x, block.ln1, (u) => {
     const k = attn.kProj.forward(u), v = attn.vProj.forward(u);
     native.kvCacheWrite(keys.handle, values.handle, k.handle, v.handle, pos);
-    return decodeAttentionStep(attn, u, keys, values, pos + T, true);
+    return decodeAttentionStep(attn, u, keys, values, pos + T, true, cache.selfMask);
   });
   const cross = cache.cross[layer];
   if (block.crossAttn && cross)

@@ -235,6 +235,7 @@ export class BertModel extends Module {
    * (image tokens [B, Le, crossWidth], HF's encoder_hidden_states) and contextMask are read by the
    * first step that gets them. Returns the LM head's logits [B, V] of the last new position,
    * equal to forward(all ids, { mode: 'decoder' }) then lmHead.logits (in eval mode).
+   * options.attentionMask [B, T] marks padding ids (never attended to; positions count real ids only).
    */
   step(ids: Tensor, cache: KVCache, options: DecoderStepOptions = {}): Tensor {
     const op = 'BertModel.step', c = this.config;
@@ -249,7 +250,9 @@ export class BertModel extends Module {
     if (options.context != null && !cache.hasCross) setCacheContext(op, cache, this.encoder.blocks, options.context, options.contextMask ?? null);
     return noGrad(() => {
       const pos = cache.length;
-      let x = add(this.wordEmbeddings.forward(ids), slice(this.positionEmbeddings.weight, 0, pos, pos + T));
+      const positions = cache.stepPositions(op, options.attentionMask, 0, T);
+      let x = add(this.wordEmbeddings.forward(ids),
+        positions ? this.positionEmbeddings.forward(positions) : slice(this.positionEmbeddings.weight, 0, pos, pos + T));
       if (this.tokenTypeEmbeddings) x = add(x, select(this.tokenTypeEmbeddings.weight, 0, 0));
       x = this.embDropout.forward(this.embLayerNorm.forward(x));
       this.encoder.blocks.forEach((b, i) => { x = transformerBlockStep(b, x, cache, i); });

@@ -166,7 +166,8 @@ export class CausalLM extends Module {
    * One incremental decoding step (no gradients): the new positions — the soft-prompt `prefix`
    * [B, P, width] (first step) then ids int32 [B, T] — run over the cache, which grows by P + T;
    * returns the logits [B, V] of the last new position. Equal to forward() over every position
-   * so far (in eval mode).
+   * so far (in eval mode). options.attentionMask [B, T] marks padding ids (left-padded prompts):
+   * never attended to, and skipped by the position ids of the real ones (HF's cumsum(mask) - 1).
    */
   step(ids: Tensor, cache: KVCache, options: DecoderStepOptions = {}): Tensor {
     const op = 'CausalLM.step', c = this.config;
@@ -181,9 +182,10 @@ export class CausalLM extends Module {
     if (options.context != null) setCacheContext(op, cache, this.blocks.blocks, options.context, options.contextMask ?? null);
     return noGrad(() => {
       const pos = cache.length;
+      const positions = cache.stepPositions(op, options.attentionMask, P, T);
       const tok = T === 0 ? null : this.wte.forward(ids);
       let x = prefix === null ? tok! : tok === null ? prefix : concat([prefix, tok], 1);
-      x = this.drop.forward(add(x, slice(this.wpe.weight, 0, pos, pos + P + T)));
+      x = this.drop.forward(add(x, positions ? this.wpe.forward(positions) : slice(this.wpe.weight, 0, pos, pos + P + T)));
       this.blocks.blocks.forEach((b, i) => { x = transformerBlockStep(b, x, cache, i); });
       cache.advance(P + T);
       return linear(this.lnF.forward(select(x, 1, P + T - 1)), this.lmWeight);

@@ -3,18 +3,34 @@
 // implementing IncrementalDecoder), with Hugging Face's option names and defaults
 // (transformers' GenerationConfig / generate() of the BLIP and BLIP-2 era).
 //
-// Per step: the model's logits [N, V] of the last position (N = batch * numBeams) go through
-// the HF logits processors natively (decodeProcessLogits: log_softmax first for beam search,
-// repetition penalty, end-of-sequence ids suppressed below minLength), then selection natively
-// (decodeArgmax; decodeSample with temperature, top-k, top-p and the seeded Philox stream;
-// decodeBeamCandidates: the 2 * numBeams best accumulated log-probabilities per sample). The
-// control flow — finished samples, beam hypotheses with their length penalty and early
+// Per step: the model's logits [N, V] of the last position (N = batch * numBeams, or batch *
+// numReturnSequences without beams) go through the HF logits processors natively
+// (decodeProcessLogits: log_softmax first for beam search, repetition penalty, end-of-sequence
+// ids suppressed below minLength; for beam sampling also the temperature / top-k / top-p
+// warpers), then selection natively (decodeArgmax; decodeSample with temperature, top-k, top-p
+// and the seeded Philox stream; decodeBeamCandidates: the 2 * numBeams best accumulated scores
+// per sample, or for beam sampling 2 * numBeams drawn from their softmax without replacement).
+// The control flow — finished samples, beam hypotheses with their length penalty and early
 // stopping (HF's BeamSearchScorer / BeamHypotheses), sequences — stays here, in TypeScript.
 //
 // Lengths count token ids (prompt included, soft prefix not), as HF for decoder-only models:
 // maxLength bounds the returned sequence, minLength suppresses the end of sequence until the
 // sequence has that many ids. A beam hypothesis ending in EOS is scored sum(logprobs) /
 // len ** lengthPenalty with len its ids before the EOS (HF 4.x's BeamHypotheses.add).
+//
+// Left-padded prompts (inputs.attentionMask, HF's attention_mask, 0 = pad): the model's step
+// gets the mask, so pads are never attended to and real tokens take positions from 0 after
+// the pads (HF's cumsum(mask) - 1). Pads count in maxLength, minLength, the returned rows and
+// the repetition penalty's history, as in HF; the beam length penalty counts ids without a
+// sample's pads, so a padded batch ranks hypotheses as each prompt alone would.
+//
+// Beam sampling (doSample with numBeams > 1) is HF's sampled beam search (transformers >= 4.42,
+// where beam_sample became beam search with do_sample): per beam the log-probabilities go
+// through the processors and the warpers (divided by temperature, top-k, top-p with at least
+// max(2, EOS ids + 1) tokens kept), the beam score is added, and the 2 * numBeams candidates of
+// a sample are drawn from the softmax over its numBeams * V values without replacement
+// (Gumbel-top-k on the Philox stream), then ranked by score. Beam scores, hypotheses and
+// sequenceScores are sums of these warped (temperature-scaled) log-probabilities.
 import { native } from '../native.js';
 import { Tensor, wrap } from '../graph/tensor.js';
 import { tidy } from '../graph/scope.js';
@@ -49,6 +65,12 @@ export interface GenerateInputs {
   context?: Tensor | null;
   /** uint8 [B, Lc], 1 = attend (HF's encoder_attention_mask). */
   contextMask?: Tensor | null;
+  /**
+   * Left padding of inputIds: [B, T] of 0/1 (int32, uint8 or float), 0 = pad, only before a row's
+   * first 1 (HF's attention_mask for batched prompts of different lengths). Pads are never attended
+   * to and position ids start at 0 after them; default: no padding.
+   */
+  attentionMask?: Tensor | null;
   /** The batch size when nothing else gives it (only bosTokenId). */
   batchSize?: number;
 }
@@ -62,9 +84,15 @@ export interface GenerateOptions {
   minLength?: number;
   /** Beam search with this many beams when > 1 (default 1). */
   numBeams?: number;
-  /** Sample instead of taking the arg-max (default false). */
+  /**
+   * Sequences returned per input (default 1), grouped per input (rows b * n + i). Greedy and
+   * sampling run each input that many times; beam search returns the best that many hypotheses
+   * of each input, best first (at most numBeams).
+   */
+  numReturnSequences?: number;
+  /** Sample instead of taking the arg-max (default false); with numBeams > 1, beam sampling. */
   doSample?: boolean;
-  /** Sampling: keep the k most likely tokens (default 50, as HF; 0 = all). */
+  /** Sampling (and beam sampling): keep the k most likely tokens (default 50, as HF; 0 = all). */
   topK?: number;
   /** Sampling: keep the smallest top set of mass >= topP (default 1 = all). */
   topP?: number;
@@ -87,11 +115,11 @@ export interface GenerateOptions {
 }
 
 export interface GenerateOutput {
-  /** int32 [B, L]: prompt then generated ids, padded with padTokenId. */
+  /** int32 [B * numReturnSequences, L]: prompt then generated ids, padded with padTokenId. */
   sequences: Tensor;
-  /** Ids per sequence up to and including its EOS (the rest is padding). */
+  /** Ids per sequence up to and including its EOS (the rest is padding; a prompt's left pads count). */
   lengths: number[];
-  /** Beam search: the best hypothesis' length-penalised score per sample (float64 [B]); null otherwise. */
+  /** Beam search: each returned hypothesis' length-penalised score (float64 [B * numReturnSequences]); null otherwise. */
   sequenceScores: Tensor | null;
 }
 
@@ -102,6 +130,7 @@ interface Parsed {
   maxNewTokens: number | null;
   minLength: number;
   numBeams: number;
+  numReturnSequences: number;
   doSample: boolean;
   topK: number;
   topP: number;
@@ -128,7 +157,7 @@ function positive(name: string, v: unknown): number {
   return v;
 }
 
-const KNOWN = new Set(['maxLength', 'maxNewTokens', 'minLength', 'numBeams', 'doSample', 'topK', 'topP', 'temperature',
+const KNOWN = new Set(['maxLength', 'maxNewTokens', 'minLength', 'numBeams', 'numReturnSequences', 'doSample', 'topK', 'topP', 'temperature',
   'repetitionPenalty', 'lengthPenalty', 'earlyStopping', 'eosTokenId', 'padTokenId', 'bosTokenId', 'seed']);
 
 function parseOptions(options: unknown): Parsed {
@@ -162,6 +191,7 @@ function parseOptions(options: unknown): Parsed {
     maxNewTokens: has('maxNewTokens') ? int('maxNewTokens', o.maxNewTokens, 1) : null,
     minLength: has('minLength') ? int('minLength', o.minLength, 0) : 0,
     numBeams: has('numBeams') ? int('numBeams', o.numBeams, 1, 4096) : 1,
+    numReturnSequences: has('numReturnSequences') ? int('numReturnSequences', o.numReturnSequences, 1, 4096) : 1,
     doSample,
     topK: has('topK') ? int('topK', o.topK, 0) : 50,
     topP,
@@ -174,8 +204,8 @@ function parseOptions(options: unknown): Parsed {
     bos: has('bosTokenId') ? int('bosTokenId', o.bosTokenId, 0) : null,
     seed: has('seed') ? int('seed', o.seed, 0, Number.MAX_SAFE_INTEGER) : null,
   };
-  if (p.numBeams > 1 && p.doSample)
-    throw new RangeError(`${OP}: expected doSample false with numBeams > 1 (beam sampling is not supported) but received numBeams ${p.numBeams} with doSample true`);
+  if (p.numBeams > 1 && p.numReturnSequences > p.numBeams)
+    throw new RangeError(`${OP}: expected at most numBeams (${p.numBeams}) for options.numReturnSequences (beam search returns its best hypotheses) but received ${p.numReturnSequences}`);
   return p;
 }
 
@@ -184,6 +214,7 @@ interface Inputs {
   prefix: Tensor | null;
   context: Tensor | null;
   contextMask: Tensor | null;
+  attentionMask: Tensor | null;
   B: number;
 }
 
@@ -201,11 +232,15 @@ function parseInputs(inputs: unknown): Inputs {
     return v;
   };
   const ids = opt('inputIds'), prefix = opt('prefix'), context = opt('context'), contextMask = opt('contextMask');
+  const attentionMask = opt('attentionMask');
   if (ids && (ids.dtype !== 'int32' || ids.ndim !== 2))
     throw new TypeError(`${OP}: expected an int32 tensor [batch, length] for inputs.inputIds but received ${aTensor(ids.dtype)} of shape [${ids.shape.join(', ')}]`);
   if (prefix && prefix.ndim !== 3) throw new RangeError(`${OP}: expected a tensor [batch, length, width] for inputs.prefix but received shape [${prefix.shape.join(', ')}]`);
   if (context && context.ndim !== 3) throw new RangeError(`${OP}: expected a tensor [batch, length, width] for inputs.context but received shape [${context.shape.join(', ')}]`);
   if (contextMask && !context) throw new TypeError(`${OP}: expected inputs.context with inputs.contextMask but received no context`);
+  if (attentionMask && !ids) throw new TypeError(`${OP}: expected inputs.inputIds with inputs.attentionMask but received no inputIds`);
+  if (attentionMask && ids && (attentionMask.ndim !== 2 || attentionMask.shape[0] !== ids.shape[0] || attentionMask.shape[1] !== ids.shape[1]))
+    throw new RangeError(`${OP}: expected a tensor [${ids.shape.join(', ')}] (the shape of inputs.inputIds) for inputs.attentionMask but received shape [${attentionMask.shape.join(', ')}]`);
   let B: number | null = null;
   const from: [string, number][] = [];
   for (const [name, t] of [['inputIds', ids], ['prefix', prefix], ['context', context], ['contextMask', contextMask]] as const)
@@ -221,17 +256,42 @@ function parseInputs(inputs: unknown): Inputs {
   }
   if (B === null) B = 1;
   if (B < 1) throw new RangeError(`${OP}: expected a batch of at least 1 but received ${B}`);
-  return { ids, prefix, context, contextMask, B };
+  return { ids, prefix, context, contextMask, attentionMask, B };
+}
+
+/** The 0/1 left padding of the prompt [B, T] (null when nothing is padding) and each row's pad count. */
+function parsePadding(mask: Tensor | null, B: number, T: number): { mask: Uint8Array | null; pads: Int32Array } {
+  const pads = new Int32Array(B);
+  if (mask === null) return { mask: null, pads };
+  const a = mask.toArray();
+  const out = new Uint8Array(B * T);
+  for (let b = 0; b < B; b++) {
+    let seen = false;
+    for (let t = 0; t < T; t++) {
+      const x = a[b * T + t]!;
+      if (x !== 0 && x !== 1)
+        throw new RangeError(`${OP}: expected 0s and 1s for inputs.attentionMask but received ${x} at [${b}, ${t}]`);
+      if (x === 1) seen = true;
+      else if (seen)
+        throw new RangeError(`${OP}: expected left padding (0s only before a row's first 1) for inputs.attentionMask but received a 0 after a 1 at [${b}, ${t}] (right padding is not supported)`);
+      else pads[b]!++;
+      out[b * T + t] = x;
+    }
+    if (!seen) throw new RangeError(`${OP}: expected at least one 1 per row for inputs.attentionMask but received a row of 0s at row ${b}`);
+  }
+  return { mask: pads.some((p) => p > 0) ? out : null, pads };
 }
 
 /** One sample's finished beam hypotheses (HF BeamHypotheses). */
 class Hypotheses {
   readonly beams: { score: number; ids: Int32Array }[] = [];
   worst = 1e9;
-  constructor(readonly numBeams: number, readonly lengthPenalty: number, readonly earlyStopping: boolean | 'never', readonly maxLength: number) {}
+  /** `pads`: the sample's left padding, not counted in lengths. */
+  constructor(readonly numBeams: number, readonly lengthPenalty: number, readonly earlyStopping: boolean | 'never', readonly maxLength: number,
+    readonly pads = 0) {}
 
   add(ids: Int32Array, sumLogprobs: number): void {
-    const score = sumLogprobs / ids.length ** this.lengthPenalty;
+    const score = sumLogprobs / (ids.length - this.pads) ** this.lengthPenalty;
     if (this.beams.length < this.numBeams || score > this.worst) {
       this.beams.push({ score, ids });
       if (this.beams.length > this.numBeams) {
@@ -245,14 +305,14 @@ class Hypotheses {
   isDone(bestSumLogprobs: number, curLen: number): boolean {
     if (this.beams.length < this.numBeams) return false;
     if (this.earlyStopping === true) return true;
-    const len = this.earlyStopping === 'never' && this.lengthPenalty > 0 ? this.maxLength : curLen;
+    const len = (this.earlyStopping === 'never' && this.lengthPenalty > 0 ? this.maxLength : curLen) - this.pads;
     return this.worst >= bestSumLogprobs / len ** this.lengthPenalty;
   }
 
-  best(): { score: number; ids: Int32Array } | null {
-    let best: { score: number; ids: Int32Array } | null = null;
-    for (const b of this.beams) if (best === null || b.score >= best.score) best = b;  // HF: the last of equal scores
-    return best;
+  /** The best `count` hypotheses (or fewer), best first; of equal scores the last added first (HF's sort then pop). */
+  best(count: number): { score: number; ids: Int32Array }[] {
+    const order = this.beams.map((b, i) => [b.score, i] as const).sort((a, b) => b[0] - a[0] || b[1] - a[1]);
+    return order.slice(0, count).map(([, i]) => this.beams[i]!);
   }
 }
 
@@ -267,8 +327,8 @@ function expandRows(t: Tensor | null, K: number): Tensor | null {
 }
 
 /**
- * Generates sequences from `model` (greedy, sampling or beam search as HF's generate()).
- * inputs: the prompt ids int32 [B, T] or { inputIds, prefix, context, contextMask, batchSize }.
+ * Generates sequences from `model` (greedy, sampling, beam search or beam sampling as HF's generate()).
+ * inputs: the prompt ids int32 [B, T] or { inputIds, attentionMask, prefix, context, contextMask, batchSize }.
  * Runs without gradients and in eval mode (the model's training flags are restored after).
  */
 export function generate(model: IncrementalDecoder, inputs: GenerateInputs | Tensor | null = null, options: GenerateOptions = {}): GenerateOutput {
@@ -291,11 +351,12 @@ export function generate(model: IncrementalDecoder, inputs: GenerateInputs | Ten
   const maxLength = o.maxNewTokens !== null ? T + o.maxNewTokens : o.maxLength ?? 20;
   if (T >= maxLength)
     throw new RangeError(`${OP}: expected options.maxLength above the prompt length (${T}) but received ${maxLength}`);
+  const padding = parsePadding(inp.attentionMask, B, T);
 
   const saved = model instanceof Module ? [...model.namedModules()].map(([, m]) => [m, m.training] as const) : [];
   if (model instanceof Module) model.eval();
   const made: Tensor[] = [];
-  const K = o.numBeams;
+  const K = o.numBeams > 1 ? o.numBeams : o.numReturnSequences;  // rows per input
   try {
     return noGrad(() => {
       const expand = (t: Tensor | null) => {
@@ -303,16 +364,32 @@ export function generate(model: IncrementalDecoder, inputs: GenerateInputs | Ten
         if (e && e !== t) made.push(e);
         return e;
       };
-      const first = {
+      const first: DecoderStepOptions = {
         prefix: expand(inp.prefix), context: expand(inp.context), contextMask: expand(inp.contextMask),
       };
-      const run = K > 1 ? beamSearch : greedyOrSample;
-      return run(model, o, B, T, P, prompt, maxLength, first);
+      if (padding.mask) {
+        const m = padding.mask, rows = new Uint8Array(B * K * T);
+        for (let n = 0; n < B * K; n++) rows.set(m.subarray(Math.floor(n / K) * T, Math.floor(n / K) * T + T), n * T);
+        made.push(first.attentionMask = tensor(rows, [B * K, T], { dtype: 'uint8' }));
+      }
+      const start: Start = { B, K, T, P, prompt, pads: padding.pads, maxLength };
+      return o.numBeams > 1 ? beamSearch(model, o, start, first) : greedyOrSample(model, o, start, first);
     });
   } finally {
     for (const t of made) t.dispose();
     for (const [m, training] of saved) m.training = training;
   }
+}
+
+/** Where a generation starts: B inputs of T prompt ids (after P soft-prefix positions), K rows each. */
+interface Start {
+  B: number;
+  K: number;
+  T: number;
+  P: number;
+  prompt: Int32Array;  // [B, T]
+  pads: Int32Array;    // [B]: left pads of each prompt
+  maxLength: number;
 }
 
 interface Loop {
@@ -323,7 +400,7 @@ interface Loop {
 }
 
 /** Repeats each prompt row K times into seq [N, ML]. */
-function initSeq(prompt: Int32Array, B: number, K: number, T: number, ML: number): Loop {
+function initSeq({ prompt, B, K, T, maxLength: ML }: Start): Loop {
   const N = B * K, seq = new Int32Array(N * ML);
   for (let n = 0; n < N; n++) seq.set(prompt.subarray(Math.floor(n / K) * T, Math.floor(n / K) * T + T), n * ML);
   return { N, ML, seq, curLen: T };
@@ -339,7 +416,7 @@ function stepIds(l: Loop, first: boolean, T: number): Tensor {
 
 /** The model's logits of one step, checked, then HF's logits processors (native). */
 function stepScores(model: IncrementalDecoder, cache: DecoderCache, l: Loop, o: Parsed, ids: Tensor,
-  stepOpts: DecoderStepOptions, logSoftmax: boolean): Tensor {
+  stepOpts: DecoderStepOptions, logSoftmax: boolean, warp = false): Tensor {
   const logits = model.step(ids, cache, stepOpts);
   if (!(logits instanceof Tensor) || logits.ndim !== 2 || logits.shape[0] !== l.N || (logits.dtype !== 'float32' && logits.dtype !== 'float64'))
     throw new TypeError(`${OP}: expected model.step to return float logits [${l.N}, vocab] but received ${logits instanceof Tensor ? `${aTensor(logits.dtype)} of shape [${logits.shape.join(', ')}]` : describe(logits)}`);
@@ -353,15 +430,17 @@ function stepScores(model: IncrementalDecoder, cache: DecoderCache, l: Loop, o: 
     history = tensor(h, [l.N, l.curLen], { dtype: 'int32' });
   }
   const suppress = l.curLen < o.minLength && o.eos.length ? tensor(Int32Array.from(o.eos), [o.eos.length], { dtype: 'int32' }) : null;
-  if (!logSoftmax && history === null && suppress === null) return logits;
+  if (!logSoftmax && history === null && suppress === null && !warp) return logits;
   return wrap(native.decodeProcessLogits(logits.handle, {
     logSoftmax, history: history?.handle ?? null, repetitionPenalty: o.repetitionPenalty, suppress: suppress?.handle ?? null,
+    // HF keeps at least one token more than there are EOS ids (2 at least) when sampling beams
+    warp: warp ? { temperature: o.temperature, topK: o.topK, topP: o.topP, minKeep: Math.max(2, o.eos.length + 1) } : null,
   }));
 }
 
-function greedyOrSample(model: IncrementalDecoder, o: Parsed, B: number, T: number, P: number, prompt: Int32Array,
-  maxLength: number, first: DecoderStepOptions): GenerateOutput {
-  const l = initSeq(prompt, B, 1, T, maxLength);
+function greedyOrSample(model: IncrementalDecoder, o: Parsed, start: Start, first: DecoderStepOptions): GenerateOutput {
+  const { T, P, maxLength } = start;
+  const l = initSeq(start);
   const cache = model.newCache(l.N, P + maxLength - 1);
   const eos = new Set(o.eos);
   const unfinished = new Uint8Array(l.N).fill(1);
@@ -403,24 +482,29 @@ function compact(l: Loop, width: number, pad: number, lengths: number[]): Tensor
   return tensor(out, [l.N, width], { dtype: 'int32' });
 }
 
-function beamSearch(model: IncrementalDecoder, o: Parsed, B: number, T: number, P: number, prompt: Int32Array,
-  maxLength: number, first: DecoderStepOptions): GenerateOutput {
-  const K = o.numBeams, C = 2 * K;
-  const l = initSeq(prompt, B, K, T, maxLength);
+function beamSearch(model: IncrementalDecoder, o: Parsed, start: Start, first: DecoderStepOptions): GenerateOutput {
+  const { B, T, P, maxLength } = start;
+  const K = o.numBeams, C = 2 * K, R = o.numReturnSequences;
+  const l = initSeq(start);
   const N = l.N;
   const cache = model.newCache(N, P + maxLength - 1);
   const eos = new Set(o.eos);
-  const hyps = Array.from({ length: B }, () => new Hypotheses(K, o.lengthPenalty, o.earlyStopping, maxLength));
+  const hyps = Array.from({ length: B }, (_, b) => new Hypotheses(K, o.lengthPenalty, o.earlyStopping, maxLength, start.pads[b]));
   const done = new Array<boolean>(B).fill(false);
   // only the first beam of each sample is live at the start (HF uses -1e9; -inf keeps the others out for good)
   let beamScores = Float64Array.from({ length: N }, (_, n) => (n % K === 0 ? 0 : -Infinity));
   try {
     for (let step = 0; ; step++) {
       const cand = tidy(() => {
-        const scores = stepScores(model, cache, l, o, stepIds(l, step === 0, T), step === 0 ? first : {}, true);
+        const scores = stepScores(model, cache, l, o, stepIds(l, step === 0, T), step === 0 ? first : {}, true, o.doSample);
         const bs = tensor(beamScores, [N], { dtype: 'float64' });
-        const count = Math.min(C, K * scores.shape[1]!);
-        const r = native.decodeBeamCandidates(scores.handle, bs.handle, K, count);
+        const V = scores.shape[1]!, count = Math.min(C, K * V);
+        let sample: { seed: number; offset: number } | null = null;
+        if (o.doSample) {  // N * V Philox elements per step: one per (row, token)
+          const [seed, offset] = o.seed !== null ? [o.seed, step * N * V] : nextRandom(N * V);
+          sample = { seed, offset };
+        }
+        const r = native.decodeBeamCandidates(scores.handle, bs.handle, K, count, sample);
         const [s, t, b] = [wrap(r.scores), wrap(r.tokens), wrap(r.beams)];
         return { count, scores: s.toArray() as Float64Array, tokens: t.toArray() as Int32Array, beams: b.toArray() as Int32Array };
       });
@@ -473,7 +557,7 @@ function beamSearch(model: IncrementalDecoder, o: Parsed, B: number, T: number, 
   } finally {
     cache.dispose();
   }
-  // finalize: open beams of unfinished samples become hypotheses; the best per sample is returned
+  // finalize: open beams of unfinished samples become hypotheses; the best R per sample are returned
   const best: { score: number; ids: Int32Array }[] = [];
   for (let b = 0; b < B; b++) {
     if (!done[b])
@@ -481,18 +565,20 @@ function beamSearch(model: IncrementalDecoder, o: Parsed, B: number, T: number, 
         const n = b * K + k;
         if (beamScores[n] !== -Infinity) hyps[b]!.add(l.seq.slice(n * l.ML, n * l.ML + l.curLen), beamScores[n]!);
       }
-    best.push(hyps[b]!.best() ?? { score: -Infinity, ids: l.seq.slice(b * K * l.ML, b * K * l.ML + l.curLen) });
+    const top = hyps[b]!.best(R);
+    while (top.length < R) top.push({ score: -Infinity, ids: l.seq.slice(b * K * l.ML, b * K * l.ML + l.curLen) });  // no live beam left
+    best.push(...top);
   }
   const lengths = best.map((h) => h.ids.length + (h.ids.length < maxLength && o.eos.length ? 1 : 0));
   const width = Math.max(...lengths);
-  const out = new Int32Array(B * width).fill(o.pad);
-  best.forEach((h, b) => {
-    out.set(h.ids, b * width);
-    if (h.ids.length < lengths[b]!) out[b * width + h.ids.length] = o.eos[0]!;
+  const out = new Int32Array(best.length * width).fill(o.pad);
+  best.forEach((h, n) => {
+    out.set(h.ids, n * width);
+    if (h.ids.length < lengths[n]!) out[n * width + h.ids.length] = o.eos[0]!;
   });
   return {
-    sequences: tensor(out, [B, width], { dtype: 'int32' }),
+    sequences: tensor(out, [best.length, width], { dtype: 'int32' }),
     lengths,
-    sequenceScores: tensor(Float64Array.from(best, (h) => h.score), [B], { dtype: 'float64' }),
+    sequenceScores: tensor(Float64Array.from(best, (h) => h.score), [best.length], { dtype: 'float64' }),
   };
 }
