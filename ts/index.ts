@@ -57,10 +57,13 @@ export function setNumThreads(n: number): void { native.setNumThreads(n); }
 export function getNumThreads(): number { return native.getNumThreads(); }
 /**
  * Float32 matmul precision, as torch.set_float32_matmul_precision. 'highest' (default)
- * computes every float32 GEMM (matmul, linear, attention, conv2d, and the fused infoNCE,
- * ITM and LM kernels) in float32. 'medium' rounds the GEMM operands to bfloat16 and
- * accumulates in float32: about 2x the GEMM rate on CPUs with avx512_bf16, at ~3
- * significant digits per product (what mixed-precision training on GPUs uses).
+ * computes every float32 GEMM in float32. 'medium' rounds to bfloat16 the operands of
+ * the fused infoNCE and LM-loss kernels and of large float32 products (matmul, linear,
+ * conv2d, ITM with both output dims >= 192 and >= 4M multiply-adds) and accumulates in
+ * float32: about 2x the GEMM rate on CPUs with avx512_bf16, at ~3 significant digits per
+ * product (what mixed-precision training on GPUs uses). Smaller products (attention's
+ * per-tile GEMMs, decode steps, width-128 towers) stay float32: rounding their operands
+ * would cost more than the bf16 kernel saves.
  * Everything outside the GEMMs (softmax, normalisation, losses, optimizer) stays float32;
  * float64 is never affected. 'high' means TF32 on GPUs and keeps float32 on the CPU.
  * Where bf16 is not native (buildInfo().bf16Matmul false), 'medium' computes in float32.

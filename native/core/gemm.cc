@@ -17,6 +17,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <new>
+#include <string>
 #include <vector>
 #include "core/gemm_dnnl.h"
 #include "core/parallel.h"
@@ -287,11 +288,30 @@ constexpr double kSmallGemm = 4.0 * (1 << 20);
 
 std::atomic<MatmulPrecision> g_precision{MatmulPrecision::kHighest};
 
+}  // namespace
+
+// Rounding op(A) and op(B) costs ~0.4 ns per element, (1/M + 1/N) elements per
+// multiply-add, against ~5 ps saved per multiply-add by the bf16 kernel: it pays when
+// both M and N are at least ~200 (a [8320, 128] x [128, 128] weight gradient ran 30%
+// slower in bf16), and not at all for small products (attention's per-tile GEMMs).
+bool bf16_pays(int64_t M, int64_t N, int64_t K) {
+  return M >= 192 && N >= 192 && static_cast<double>(M) * N * K >= kSmallGemm;
+}
+
+namespace {
+
 // Where oneDNN's matmul primitive beats dnnl_sgemm in float32 (measured on 2 cores,
 // AVX-512): thin products (M or N <= 64, e.g. a decode step's vocabulary projection,
 // 111 vs 62 GFLOP/s) and deep ones (K >= 256, e.g. weight gradients, 216 vs 164).
 // dnnl_sgemm stays ahead on the K = 128 activations x weights of small towers.
-bool prefer_primitive(int64_t M, int64_t N, int64_t K) { static const bool off = std::getenv("VLMKIT_NO_PRIM") != nullptr; return !off && (M <= 64 || N <= 64 || K >= 256); }
+// VLMKIT_GEMM_PRIMITIVES=0 keeps float32 on dnnl_sgemm (for comparisons).
+bool prefer_primitive(int64_t M, int64_t N, int64_t K) {
+  static const bool off = [] {
+    const char* e = std::getenv("VLMKIT_GEMM_PRIMITIVES");
+    return e && std::string(e) == "0";
+  }();
+  return !off && (M <= 64 || N <= 64 || K >= 256);
+}
 
 }  // namespace
 
@@ -341,7 +361,7 @@ void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const 
   const bool small = static_cast<double>(M) * N * K < kSmallGemm && !omp_in_parallel() && omp_get_max_threads() > 1;
   const int prev = small ? omp_get_max_threads() : 0;
   if (small) omp_set_num_threads(1);
-  const bool bf16 = g_precision.load(std::memory_order_relaxed) == MatmulPrecision::kMedium;
+  const bool bf16 = g_precision.load(std::memory_order_relaxed) == MatmulPrecision::kMedium && bf16_pays(M, N, K);
   bool done = (bf16 || prefer_primitive(M, N, K)) && gemm_dnnl(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, bf16);
   if (!done) done = dnnl_sgemm(ta ? 'T' : 'N', tb ? 'T' : 'N', M, N, K, alpha, A, lda, B, ldb, beta, C, ldc) == dnnl_success;
   if (small) omp_set_num_threads(prev);

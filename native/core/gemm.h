@@ -14,9 +14,10 @@ void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, double al
           const double* B, int64_t ldb, double beta, double* C, int64_t ldc);
 
 // Float32 matmul precision, as torch.set_float32_matmul_precision: kHighest computes in
-// float32; kMedium rounds the operands to bfloat16 and accumulates in float32 (2x the
-// GEMM rate on CPUs with avx512_bf16; ~3 significant digits per product). Process-wide;
-// float64 is never affected. kMedium falls back to float32 where bf16 is not native.
+// float32; kMedium rounds the operands of large products (bf16_pays) to bfloat16 and
+// accumulates in float32 (2x the GEMM rate on CPUs with avx512_bf16; ~3 significant
+// digits per product). Process-wide; float64 is never affected. kMedium falls back to
+// float32 where bf16 is not native.
 enum class MatmulPrecision { kHighest, kMedium };
 void set_matmul_precision(MatmulPrecision p);
 MatmulPrecision matmul_precision();
@@ -27,6 +28,9 @@ bool matmul_bf16_available();
 // The fused kernels ask this to convert their inputs once per call (to_bf16) and call
 // the bf16 overload of gemm per tile, instead of converting every tile.
 bool gemm_uses_bf16();
+// Whether a float32 product of these sizes runs in bf16 under kMedium: M, N >= 192 and
+// M N K >= 4M (below that, rounding the operands costs more than the bf16 kernel saves).
+bool bf16_pays(int64_t M, int64_t N, int64_t K);
 // Rounds a rows x cols float32 block (row stride ld) to bf16 into dense dst (row stride cols).
 void to_bf16(const float* src, int64_t rows, int64_t cols, int64_t ld, uint16_t* dst);
 // C = alpha * op(A) op(B) + beta * C with bf16 operands (as from to_bf16), float32 C.
