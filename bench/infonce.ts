@@ -11,7 +11,9 @@
 // (RSS includes the gradients when their pages are fresh, and misses memory the
 // allocator reuses from earlier steps). The machine is shared, so GEMM speed is measured
 // next to each size and "% GEMM" is against that.
-// Usage: tsx bench/infonce.ts [--sizes 1024,4096,16384,65536] [--naive-max 16384] [--no-torch]
+// --precision medium runs float32 GEMMs in bf16 (setFloat32MatmulPrecision) and PyTorch under
+// torch.autocast('cpu', bfloat16): the same mixed precision on both sides.
+// Usage: tsx bench/infonce.ts [--sizes 1024,4096,16384,65536] [--naive-max 16384] [--precision highest|medium] [--no-torch]
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { native } from '../ts/native.js';
@@ -33,6 +35,9 @@ const arg = (name: string, dflt: string) => {
   return i >= 0 && args[i + 1] ? args[i + 1]! : dflt;
 };
 const SIZES = arg('--sizes', '1024,4096,16384,65536').split(',').map(Number);
+const PRECISION = arg('--precision', 'highest') as 'highest' | 'medium';
+native.setFloat32MatmulPrecision(PRECISION);
+const PREC_LABEL = PRECISION === 'medium' ? 'bf16 GEMMs (matmul precision medium; PyTorch autocast bfloat16)' : 'float32';
 const NAIVE_MAX = Number(arg('--naive-max', '16384'));
 const WITH_TORCH = !args.includes('--no-torch');
 const D = 512;
@@ -125,7 +130,7 @@ function gemmGflops(): { shape: string; gflops: number }[] {
 
 // ---- run ------------------------------------------------------------------------------------------
 
-console.log(`infonce benchmark: D = ${D}, float32, ${threads} threads, GEMM ${native.buildInfo().gemm}`);
+console.log(`infonce benchmark: D = ${D}, ${PREC_LABEL}, ${threads} threads, GEMM ${native.buildInfo().gemm}`);
 const gemm = gemmGflops();
 const gemmPeak = Math.max(...gemm.map((g) => g.gflops));
 for (const g of gemm) console.log(`machine GEMM ${g.shape}: ${g.gflops.toFixed(1)} GFLOP/s`);
@@ -190,7 +195,7 @@ for (const B of SIZES) {
 let torch: any = null;
 if (WITH_TORCH && torchAvailable()) {
   const sizes = SIZES.filter((b) => b <= NAIVE_MAX);
-  const script = `SIZES = ${JSON.stringify(sizes)}\nD = ${D}\nTHREADS = ${threads}\nREPEATS = 3\n` +
+  const script = `SIZES = ${JSON.stringify(sizes)}\nD = ${D}\nTHREADS = ${threads}\nREPEATS = 3\nBF16 = ${PRECISION === 'medium' ? 'True' : 'False'}\n` +
     readFileSync(join(benchDir, 'infonce_torch.py'), 'utf8');
   torch = runTorch(script);
 } else if (WITH_TORCH) {
@@ -198,17 +203,21 @@ if (WITH_TORCH && torchAvailable()) {
 }
 const torchRow = (B: number) => (torch?.rows as any[] | undefined)?.find((r) => r.B === B) ?? null;
 
-printTable(`infonce forward+backward, D = ${D}, float32, ${threads} threads (GEMM at start ${gemmPeak.toFixed(0)} GFLOP/s; % GEMM is against the GEMM measured alongside each size)`,
-  ['B', 'fused s', 'GFLOP/s', 'GEMM GF/s', '% GEMM', 'MiB native', 'MiB RSS', 'naive s', 'naive MiB', 'x naive', 'torch s', 'torch MiB RSS', 'x torch'],
-  rows.map(({ B, gemmAdjacent, fused, naive }) => {
+const table = {
+  title: `infonce forward+backward, D = ${D}, ${PREC_LABEL}, ${threads} threads (GEMM at start ${gemmPeak.toFixed(0)} GFLOP/s; % GEMM is against the GEMM measured alongside each size)`,
+  columns: ['B', 'fused s', 'GFLOP/s', 'GEMM GF/s', '% GEMM', 'MiB native', 'MiB RSS', 'naive s', 'naive MiB', 'x naive', 'torch s', 'torch MiB RSS', 'x torch'],
+  rows: rows.map(({ B, gemmAdjacent, fused, naive }) => {
     const tr = torchRow(B);
     return [B, fused.median, fused.gflops, gemmAdjacent, 100 * fused.gflops / gemmAdjacent, fused.nativeMiB, fused.rssMiB,
       naive ? naive.median : '-', naive ? naive.nativeMiB : '-', naive ? naive.median / fused.median : '-',
       tr ? tr.median : '-', tr ? tr.peakRssMiB : '-', tr ? tr.median / fused.median : '-'];
-  }));
+  }),
+};
+printTable(table.title, table.columns, table.rows);
 
-writeResult('infonce', {
-  D, dtype: 'float32', threads, flopsPerStep: '8 B^2 D', gemm, gemmPeakGflops: gemmPeak,
+writeResult(PRECISION === 'medium' ? 'infonce_bf16' : 'infonce', {
+  tables: [table],
+  D, dtype: 'float32', precision: PRECISION, threads, flopsPerStep: '8 B^2 D', gemm, gemmPeakGflops: gemmPeak,
   rows: rows.map((r) => ({ ...r, torch: torchRow(r.B) })),
   torch: torch ? { version: torch.torch, threads: torch.threads } : null,
 });

@@ -1,6 +1,7 @@
 # PyTorch side of bench/infonce.ts: open_clip's straightforward ClipLoss (normalise,
-# logits = exp(s) * I T^T, symmetric cross-entropy), forward + backward, float32.
-# bench/infonce.ts prepends SIZES, D, THREADS and REPEATS; prints one JSON line.
+# logits = exp(s) * I T^T, symmetric cross-entropy), forward + backward, float32 (or under
+# torch.autocast('cpu', bfloat16) when BF16). bench/infonce.ts prepends SIZES, D, THREADS,
+# REPEATS and BF16; prints one JSON line.
 import json
 import math
 import time
@@ -36,10 +37,11 @@ for B in SIZES:  # noqa: F821
     labels = torch.arange(B)
 
     def step():
-        i = F.normalize(img, dim=-1)
-        t = F.normalize(txt, dim=-1)
-        logits = scale.exp() * i @ t.T
-        loss = (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2
+        with torch.autocast('cpu', dtype=torch.bfloat16, enabled=BF16):  # noqa: F821
+            i = F.normalize(img, dim=-1)
+            t = F.normalize(txt, dim=-1)
+            logits = scale.exp() * i @ t.T
+            loss = (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2
         loss.backward()
         img.grad = None
         txt.grad = None

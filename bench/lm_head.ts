@@ -10,7 +10,9 @@
 // measured the same way). Timings run with the block cache warm, as in training.
 // Goals: fused loss memory < 5% of the naive N x V float32 logits; >= 3x PyTorch's speed.
 // PyTorch runs (same threads) right before vlmkit at each V, so both see similar load.
-//   npx tsx bench/lm_head.ts [--vocab 30522,50272] [--tokens 4096] [--hidden 768] [--repeats 2] [--threads 2]
+// --precision medium runs float32 GEMMs in bf16 (setFloat32MatmulPrecision) and PyTorch under
+// torch.autocast('cpu', bfloat16): the same mixed precision on both sides.
+//   npx tsx bench/lm_head.ts [--vocab 30522,50272] [--tokens 4096] [--hidden 768] [--repeats 2] [--threads 2] [--precision highest|medium]
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { loadavg } from 'node:os';
@@ -34,6 +36,10 @@ const warmup = 1;
 const eps = 0.1;
 const threads = argList('--threads', [native.getNumThreads()])[0]!;
 native.setNumThreads(threads);
+const pi = process.argv.indexOf('--precision');
+const precision = (pi >= 0 ? process.argv[pi + 1] : 'highest') as 'highest' | 'medium';
+native.setFloat32MatmulPrecision(precision);
+const precLabel = precision === 'medium' ? 'bf16 GEMMs (matmul precision medium; PyTorch autocast bfloat16)' : 'float32';
 
 // ---- peak resident memory (Linux: VmHWM, reset through /proc/self/clear_refs) ----------
 
@@ -75,7 +81,7 @@ if (!haveTorch) console.log('PyTorch: not installed (apt-get install python3-tor
 /** PyTorch at one vocabulary size, run right before vlmkit's paths at that size (the machine is shared: close in time, similar load). */
 function torchAt(V: number): TorchPoint | null {
   if (!haveTorch) return null;
-  const script = `ARGS = ${JSON.stringify({ tokens: N, hidden: H, vocab: [V], smoothing: eps, threads, warmup, repeats })}\n` +
+  const script = `ARGS = ${JSON.stringify({ tokens: N, hidden: H, vocab: [V], smoothing: eps, threads, warmup, repeats, bf16: precision === 'medium' })}\n` +
     readFileSync(join(benchDir, 'lm_head_torch.py'), 'utf8');
   const out = runTorch(script) as { torch: string; results: TorchPoint[] } | null;
   torchVersion = out?.torch ?? null;
@@ -146,10 +152,10 @@ for (const V of vocabs) {
   for (const x of [h, w, t]) x.dispose();
 }
 
-const title = `lm_head: loss forward + backward, N = ${N}, H = ${H}, label smoothing ${eps}, float32, ${threads} thread(s)`;
+const title = `lm_head: loss forward + backward, N = ${N}, H = ${H}, label smoothing ${eps}, ${precLabel}, ${threads} thread(s)`;
 const columns = ['path', 'V', 'median s', 'min s', 'GFLOP/s', 'loss mem MiB', '% of logits', 'RSS MiB', 'torch/this (median)', '(min)', 'loss'];
 printTable(title, columns, rows);
 console.log('\nloss mem: native peak above inputs and returned gradients; RSS: peak resident above the start of the step, less the gradients.');
 console.log(`load average (1 min) at the end: ${loadavg()[0]!.toFixed(2)} on ${threads} thread(s); the machine is shared, so compare rows of one run.`);
 console.log(`GFLOP/s counts 3 GEMMs of 2*N*H*V each; goals: fused loss memory < 5% of the ${N} x V logits, >= 3x PyTorch.`);
-writeResult('lm_head', { tables: [{ title, columns, rows }], results: data, torch: torchVersion ? { version: torchVersion, threads } : null });
+writeResult(precision === 'medium' ? 'lm_head_bf16' : 'lm_head', { precision, tables: [{ title, columns, rows }], results: data, torch: torchVersion ? { version: torchVersion, threads } : null });

@@ -43,7 +43,9 @@ for V in ARGS["vocab"]:  # noqa: F821
     def step():
         h.grad = None
         w.grad = None
-        loss = F.cross_entropy(h @ w.t(), t, label_smoothing=eps)
+        # bf16: the same mixed precision as vlmkit's matmul precision medium
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=ARGS.get("bf16", False)):  # noqa: F821
+            loss = F.cross_entropy(h @ w.t(), t, label_smoothing=eps)
         loss.backward()
         return loss.item()
 
