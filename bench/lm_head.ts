@@ -81,7 +81,7 @@ if (!haveTorch) console.log('PyTorch: not installed (apt-get install python3-tor
 /** PyTorch at one vocabulary size, run right before vlmkit's paths at that size (the machine is shared: close in time, similar load). */
 function torchAt(V: number): TorchPoint | null {
   if (!haveTorch) return null;
-  const script = `ARGS = ${JSON.stringify({ tokens: N, hidden: H, vocab: [V], smoothing: eps, threads, warmup, repeats, bf16: precision === 'medium' })}\n` +
+  const script = `ARGS = ${JSON.stringify({ tokens: N, hidden: H, vocab: [V], smoothing: eps, threads, warmup, repeats, bf16: precision === 'medium' ? 1 : 0 })}\n` +
     readFileSync(join(benchDir, 'lm_head_torch.py'), 'utf8');
   const out = runTorch(script) as { torch: string; results: TorchPoint[] } | null;
   torchVersion = out?.torch ?? null;

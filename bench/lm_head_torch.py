@@ -44,7 +44,7 @@ for V in ARGS["vocab"]:  # noqa: F821
         h.grad = None
         w.grad = None
         # bf16: the same mixed precision as vlmkit's matmul precision medium
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=ARGS.get("bf16", False)):  # noqa: F821
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bool(ARGS.get("bf16", 0))):  # noqa: F821
             loss = F.cross_entropy(h @ w.t(), t, label_smoothing=eps)
         loss.backward()
         return loss.item()

@@ -201,6 +201,28 @@ test('float32 matmul and linear agree with float64 on larger sizes', (t) => {
   });
 });
 
+test('float32 few-row products (decode steps, the oneDNN primitive route): row and column tails, strided rows, bias, any thread count', (t) => {
+  tidy(() => {
+    const c = (v: Tensor) => wrap(native.cast(v.handle, 'float32'));
+    const prev = native.getNumThreads();
+    for (const [M, K, N] of [[1, 16, 64], [3, 31, 65], [5, 256, 130], [16, 259, 1000], [17, 64, 67], [64, 256, 193]] as const) {
+      const x = randn([M, K + 3], { dtype: 'float64', seed: M * 7 + K }), w = randn([N, K], { dtype: 'float64', seed: N });
+      const b = randn([N], { dtype: 'float64', seed: 9 });
+      const xs = slice(x, 1, 2, K + 2);  // rows strided by K + 3
+      const want = refLinear(arr(xs), arr(w), arr(b)).data;
+      native.setNumThreads(1);
+      const one = linear(c(xs), c(w), c(b)).toArray();
+      native.setNumThreads(2);
+      const two = linear(c(xs), c(w), c(b)).toArray();
+      native.setNumThreads(prev);
+      assertClose(t, one, want, 1e-4, 1e-4, `linear ${M}x${K}x${N}`);
+      t.deepEqual(two, one, `${M}x${K}x${N}: the same bits on 1 and 2 threads`);
+      // matmul with a transposed right operand takes the same route; no bias (beta = 0)
+      assertClose(t, matmul(c(xs), transpose(c(w))).toArray(), refLinear(arr(xs), arr(w), null).data, 1e-4, 1e-4, `matmul ${M}x${K}x${N}`);
+    }
+  });
+});
+
 // ---- matmul (torch rules) ------------------------------------------------------------------
 
 test('matmul: 1-D operands follow torch.matmul', (t) => {
