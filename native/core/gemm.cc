@@ -283,6 +283,18 @@ bool trivial(int64_t M, int64_t N, int64_t K, T alpha, T beta, T* C, int64_t ldc
   return false;
 }
 
+// The front of every overload: degenerate sizes (true: nothing left to do), then the
+// leading dimensions libraries accept.
+template <typename T>
+bool front(bool ta, bool tb, int64_t M, int64_t N, int64_t K, T alpha, T beta, T* C, int64_t& lda, int64_t& ldb,
+           int64_t& ldc) {
+  if (trivial(M, N, K, alpha, beta, C, ldc)) return true;
+  lda = fix_ld(lda, ta ? K : M, ta ? M : K);
+  ldb = fix_ld(ldb, tb ? N : K, tb ? K : N);
+  ldc = fix_ld(ldc, M, N);
+  return false;
+}
+
 // Below this many multiply-adds a GEMM runs single-threaded.
 constexpr double kSmallGemm = 4.0 * (1 << 20);
 
@@ -321,10 +333,7 @@ bool gemm_uses_bf16() { return g_precision.load(std::memory_order_relaxed) == Ma
 
 void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const uint16_t* A, int64_t lda,
           const uint16_t* B, int64_t ldb, float beta, float* C, int64_t ldc) {
-  if (trivial(M, N, K, alpha, beta, C, ldc)) return;
-  lda = fix_ld(lda, ta ? K : M, ta ? M : K);
-  ldb = fix_ld(ldb, tb ? N : K, tb ? K : N);
-  ldc = fix_ld(ldc, M, N);
+  if (front(ta, tb, M, N, K, alpha, beta, C, lda, ldb, ldc)) return;
   if (gemm_dnnl_bf16(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc)) return;
   // No bf16 kernel: widen the (already rounded) operands and run the float32 GEMM.
   auto widen = [](const uint16_t* src, int64_t rows, int64_t cols, int64_t ld) {
@@ -350,10 +359,7 @@ bool matmul_bf16_available() {
 
 void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda, const float* B,
           int64_t ldb, float beta, float* C, int64_t ldc) {
-  if (trivial(M, N, K, alpha, beta, C, ldc)) return;
-  lda = fix_ld(lda, ta ? K : M, ta ? M : K);
-  ldb = fix_ld(ldb, tb ? N : K, tb ? K : N);
-  ldc = fix_ld(ldc, M, N);
+  if (front(ta, tb, M, N, K, alpha, beta, C, lda, ldb, ldc)) return;
 #if defined(VLMKIT_HAVE_DNNL)
   // oneDNN (OpenMP runtime) uses omp_get_max_threads() threads, one inside a parallel
   // region. Small products run on one thread: waking the pool costs more than they do
@@ -380,10 +386,7 @@ void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const 
 
 void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, double alpha, const double* A, int64_t lda,
           const double* B, int64_t ldb, double beta, double* C, int64_t ldc) {
-  if (trivial(M, N, K, alpha, beta, C, ldc)) return;
-  lda = fix_ld(lda, ta ? K : M, ta ? M : K);
-  ldb = fix_ld(ldb, tb ? N : K, tb ? K : N);
-  ldc = fix_ld(ldc, M, N);
+  if (front(ta, tb, M, N, K, alpha, beta, C, lda, ldb, ldc)) return;
 #if defined(VLMKIT_HAVE_OPENBLAS)
   if (openblas_ok(M, N, K, lda, ldb, ldc)) {
     cblas_dgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, static_cast<blasint>(M),
