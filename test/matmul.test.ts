@@ -223,6 +223,42 @@ test('float32 few-row products (decode steps, the oneDNN primitive route): row a
   });
 });
 
+test('weight packing (decode steps): packed products equal unpacked ones; only registered weights, only inside the scope', (t) => {
+  tidy(() => {
+    const c = (v: Tensor) => wrap(native.cast(v.handle, 'float32'));
+    const w64 = randn([300, 256], { dtype: 'float64', seed: 70 }), b64 = randn([300], { dtype: 'float64', seed: 71 });
+    const x64 = randn([16, 256], { dtype: 'float64', seed: 72 });
+    const w = c(w64), b = c(b64), x = c(x64);
+    const other = c(randn([300, 256], { dtype: 'float64', seed: 73 }));  // same shape, not registered
+    const plain = linear(x, w, b).toArray(), plainOther = linear(x, other, b).toArray();
+    native.weightPackingBegin([w.handle, b.handle, x.handle]);  // b (1-D) is skipped; x is a 16 x 256 "weight" too
+    let packed: Float32Array, packedOther: Float32Array, packedNoBias: Float32Array;
+    try {
+      packed = linear(x, w, b).toArray() as Float32Array;
+      packedOther = linear(x, other, b).toArray() as Float32Array;
+      packedNoBias = linear(slice(x, 0, 0, 5), w).toArray() as Float32Array;  // another row count, beta 0
+    } finally {
+      native.weightPackingEnd();
+    }
+    assertClose(t, packed, refLinear(arr(x64), arr(w64), arr(b64)).data, 1e-4, 1e-4, 'packed against float64');
+    assertClose(t, packed, plain, 1e-6, 1e-6, 'packed against unpacked');
+    t.deepEqual(packedOther, plainOther, 'an unregistered weight of the same shape is not confused with a registered one');
+    assertClose(t, packedNoBias, refLinear(arr(slice(x64, 0, 0, 5)), arr(w64), null).data, 1e-4, 1e-4, '5 rows, no bias');
+    // after the scope, a changed weight gives the new product (no stale packed copy)
+    native.scaleInPlace(w.handle, 2);
+    assertClose(t, linear(x, w, b).toArray(), refLinear(arr(x64), arr(wrap(native.cast(w.handle, 'float64'))), arr(b64)).data,
+      1e-4, 1e-4, 'after weightPackingEnd');
+  });
+  const nat = `(await import(${JSON.stringify(pathToFileURL(join(root, 'ts', 'native.ts')).href)})).native`;
+  const { result, errors } = errorsInChild([
+    ['not an array', `${nat}.weightPackingBegin(3)`],
+    ['not a tensor', `${nat}.weightPackingBegin([{}])`],
+  ]);
+  t.is(result.status, 0, result.stderr);
+  t.regex(errors['not an array']!.message, /weightPackingBegin: expected an array of tensors for weights but received the number 3/);
+  t.regex(errors['not a tensor']!.message, /weightPackingBegin: expected a tensor for weights\[0\] but received/);
+});
+
 // ---- matmul (torch rules) ------------------------------------------------------------------
 
 test('matmul: 1-D operands follow torch.matmul', (t) => {

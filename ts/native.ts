@@ -57,6 +57,13 @@ export interface NativeBinding {
   buildInfo(): BuildInfo;
   setFloat32MatmulPrecision(p: 'highest' | 'high' | 'medium'): void;
   getFloat32MatmulPrecision(): 'highest' | 'medium';
+  /**
+   * Few-row products x W^T (decode steps) use a packed copy of each given weight until
+   * weightPackingEnd(); tensors that are not dense 2-D float32 CPU tensors are skipped. The
+   * weights must not change in between (vlm.generate brackets its loop with these).
+   */
+  weightPackingBegin(weights: NT[]): void;
+  weightPackingEnd(): void;
 
   // ---- elementwise (binding/elementwise.cc): any strides; binary ops broadcast
   unary(op: UnaryOp, x: NT): NT;

@@ -3,7 +3,9 @@
 #include <cstring>
 #include "binding/args.h"
 #include "binding/registry.h"
+#include "binding/tensor_wrap.h"
 #include "core/gemm.h"
+#include "core/gemm_dnnl.h"
 #include "core/memory.h"
 #include "core/parallel.h"
 #include "core/rng.h"
@@ -284,6 +286,41 @@ Napi::Value set_matmul_precision_js(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// Weights that few-row products (decode steps) may use prepacked until weightPackingEnd
+// (core/gemm_dnnl.cc). Tensors that are not dense 2-D float32 CPU tensors are skipped:
+// vlm.generate passes every parameter of the model. The registry holds a reference to
+// each weight's storage, so none can be freed and its address reused inside the scope.
+std::vector<Tensor> g_packed_weights;
+
+Napi::Value weight_packing_begin_js(const Napi::CallbackInfo& info) {
+  Args a(info, "weightPackingBegin");
+  Napi::Value v = info.Length() > 0 ? info[0] : info.Env().Undefined();
+  if (!v.IsArray()) type_error(a.op(), "weights", "an array of tensors", describe(v));
+  Napi::Array arr = v.As<Napi::Array>();
+  std::vector<Tensor> keep;
+  std::vector<WeightRef> refs;
+  for (uint32_t i = 0; i < arr.Length(); ++i) {
+    const std::string name = "weights[" + std::to_string(i) + "]";
+    Napi::Value e = arr.Get(i);
+    JsTensor* t = JsTensor::unwrap_or_null(e);
+    if (!t) type_error(a.op(), name.c_str(), "a tensor", describe(e));
+    if (t->disposed()) type_error(a.op(), name.c_str(), "a live tensor", "a disposed tensor");
+    const Tensor& w = t->tensor();
+    if (w.dtype != DType::F32 || w.device() != Device::CPU || w.dim() != 2 || !w.is_contiguous() || w.numel() == 0) continue;
+    refs.push_back(WeightRef{w.data<float>(), w.shape[0], w.shape[1]});
+    keep.push_back(w);
+  }
+  weight_packing_begin(refs);
+  g_packed_weights = std::move(keep);
+  return info.Env().Undefined();
+}
+
+Napi::Value weight_packing_end_js(const Napi::CallbackInfo& info) {
+  weight_packing_end();
+  g_packed_weights.clear();
+  return info.Env().Undefined();
+}
+
 Napi::Value get_matmul_precision_js(const Napi::CallbackInfo& info) {
   return Napi::String::New(info.Env(), matmul_precision() == MatmulPrecision::kMedium ? "medium" : "highest");
 }
@@ -335,5 +372,7 @@ VLM_EXPORT("getNumThreads", get_threads);
 VLM_EXPORT("buildInfo", build_info);
 VLM_EXPORT("setFloat32MatmulPrecision", set_matmul_precision_js);
 VLM_EXPORT("getFloat32MatmulPrecision", get_matmul_precision_js);
+VLM_EXPORT("weightPackingBegin", weight_packing_begin_js);
+VLM_EXPORT("weightPackingEnd", weight_packing_end_js);
 
 }  // namespace vlm::js

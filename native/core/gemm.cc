@@ -364,7 +364,10 @@ void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const 
   // oneDNN (OpenMP runtime) uses omp_get_max_threads() threads, one inside a parallel
   // region. Small products run on one thread: waking the pool costs more than they do
   // (a [16,256]x[256,256] decode step waited ~8 ms for the other core on a busy machine).
-  const bool small = static_cast<double>(M) * N * K < kSmallGemm && !omp_in_parallel() && omp_get_max_threads() > 1;
+  // Few-row products (decode steps) stream their weight once and finish in ~0.1 ms at 4M
+  // multiply-adds: they split well over threads only well above that.
+  const double small_limit = M <= 64 ? 4 * kSmallGemm : kSmallGemm;
+  const bool small = static_cast<double>(M) * N * K < small_limit && !omp_in_parallel() && omp_get_max_threads() > 1;
   const int prev = small ? omp_get_max_threads() : 0;
   if (small) omp_set_num_threads(1);
   const bool bf16 = g_precision.load(std::memory_order_relaxed) == MatmulPrecision::kMedium && bf16_pays(M, N, K);

@@ -78,6 +78,8 @@ bool gemm_dnnl_bf16(bool, bool, int64_t, int64_t, int64_t, float, const uint16_t
   return false;
 }
 bool dnnl_bf16_native() { return false; }
+void weight_packing_begin(const std::vector<WeightRef>&) {}
+void weight_packing_end() {}
 
 #else
 
@@ -247,10 +249,136 @@ Key make_key(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, int
 
 }  // namespace
 
+// ---- packed weights (decode steps) --------------------------------------------------------
+//
+// A few-row product x W^T makes brgemm repack W on every call: for a decode step's
+// [16, 256] x [256, 30524] that is half the call (6.2 ms against 3.3 ms prepacked, cold
+// cache, one thread). Between weight_packing_begin and _end (vlm.generate), products whose
+// B is one of the registered weights use a copy of W reordered once into the primitive's
+// own layout. Only registered tensors qualify, so a temporary that happens to reuse a
+// freed address can never hit a stale copy; the caller promises the weights do not change
+// inside the scope (generation does not train).
+
+namespace {
+
+struct PackedWeight {
+  int64_t rows = 0, cols = 0;  // W [rows, cols] = [N, K], dense
+  std::vector<std::pair<memory::desc, memory>> copies;  // one per layout asked for
+};
+std::unordered_map<const float*, PackedWeight> packed;  // guarded by cache_mutex
+bool packing = false;
+
+struct PackedKey {
+  int64_t M, N, K, lda, ldc;
+  float alpha, beta;
+  int threads;
+  bool operator==(const PackedKey& o) const {
+    return M == o.M && N == o.N && K == o.K && lda == o.lda && ldc == o.ldc && alpha == o.alpha && beta == o.beta &&
+           threads == o.threads;
+  }
+};
+struct PackedKeyHash {
+  size_t operator()(const PackedKey& k) const {
+    size_t h = 1469598103934665603ull;
+    auto mix = [&](uint64_t v) { h = (h ^ v) * 1099511628211ull; };
+    mix(k.M); mix(k.N); mix(k.K); mix(k.lda); mix(k.ldc); mix(static_cast<uint64_t>(k.threads));
+    uint32_t b;
+    std::memcpy(&b, &k.alpha, 4);
+    mix(b);
+    std::memcpy(&b, &k.beta, 4);
+    mix(b);
+    return h;
+  }
+};
+std::unordered_map<PackedKey, std::shared_ptr<Entry>, PackedKeyHash> packed_prims;
+
+// C = alpha * A B^T + beta * C with B a registered weight; false when B is not one.
+bool run_packed(int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda, const float* B, int64_t ldb,
+                float beta, float* C, int64_t ldc, int threads) {
+  std::shared_ptr<Entry> e;
+  memory wmem;
+  {
+    std::lock_guard<std::mutex> lock(cache_mutex);
+    if (!packing) return false;
+    auto it = packed.find(B);
+    if (it == packed.end() || it->second.rows != N || it->second.cols != K || ldb != K) return false;
+    const PackedKey pk{M, N, K, lda, ldc, alpha, beta, threads};
+    auto pit = packed_prims.find(pk);
+    if (pit == packed_prims.end()) {
+      auto ne = std::make_shared<Entry>();
+      ne->a = desc2d(M, K, false, lda, memory::data_type::f32);
+      ne->b = memory::desc({K, N}, memory::data_type::f32, memory::format_tag::any);
+      ne->c = desc2d(M, N, false, ldc, memory::data_type::f32);
+      dnnl::primitive_attr attr;
+      attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+      if (alpha != 1.f) attr.set_output_scales(0, {alpha});
+      if (beta != 0.f) {
+        dnnl::post_ops po;
+        po.append_sum(beta);
+        attr.set_post_ops(po);
+      }
+      try {
+        dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(ne->a, ne->b, ne->c), attr, cpu_engine());
+        if (std::string(pd.impl_info_str()).rfind("brg:", 0) == 0) {
+          ne->b = pd.weights_desc();
+          ne->scratch = pd.scratchpad_desc();
+          ne->prim = dnnl::matmul(pd);
+          ne->usable = true;
+        }
+      } catch (const dnnl::error&) {
+        ne->usable = false;
+      }
+      pit = packed_prims.emplace(pk, ne).first;
+    }
+    e = pit->second;
+    if (!e->usable) return false;
+    PackedWeight& pw = it->second;
+    for (auto& [d, m] : pw.copies)
+      if (d == e->b) wmem = m;
+    if (!wmem) {  // first use of this weight in this layout: reorder it once
+      memory::desc plain({K, N}, memory::data_type::f32, memory::dims{1, K});
+      memory src(plain, cpu_engine(), const_cast<float*>(B));
+      wmem = memory(e->b, cpu_engine());
+      dnnl::stream s(cpu_engine());
+      dnnl::reorder(src, wmem).execute(s, src, wmem);
+      s.wait();
+      pw.copies.emplace_back(e->b, wmem);
+    }
+  }
+  ThreadBuffers& tb = buffers();
+  const size_t scratch_bytes = e->scratch.get_size();
+  if (tb.scratch.size() < scratch_bytes) tb.scratch.resize(scratch_bytes);
+  dnnl::engine& eng = cpu_engine();
+  thread_local dnnl::stream stream(eng);
+  memory ma(e->a, eng, const_cast<float*>(A));
+  memory mc(e->c, eng, C);
+  memory mscratch(e->scratch, eng, tb.scratch.data());
+  e->prim.execute(stream, {{DNNL_ARG_SRC, ma}, {DNNL_ARG_WEIGHTS, wmem}, {DNNL_ARG_DST, mc}, {DNNL_ARG_SCRATCHPAD, mscratch}});
+  stream.wait();
+  return true;
+}
+
+}  // namespace
+
+void weight_packing_begin(const std::vector<WeightRef>& weights) {
+  std::lock_guard<std::mutex> lock(cache_mutex);
+  packed.clear();
+  for (const WeightRef& w : weights) packed[w.data] = PackedWeight{w.rows, w.cols, {}};
+  packing = true;
+}
+
+void weight_packing_end() {
+  std::lock_guard<std::mutex> lock(cache_mutex);
+  packed.clear();
+  packed_prims.clear();
+  packing = false;
+}
+
 bool gemm_dnnl(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
                const float* B, int64_t ldb, float beta, float* C, int64_t ldc, bool bf16) {
   if (bf16 && !dnnl_bf16_native()) return false;
   const int threads = omp_in_parallel() ? 1 : omp_get_max_threads();
+  if (!bf16 && !ta && tb && M <= 64 && run_packed(M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, threads)) return true;
   if (!bf16) return run_primitive(make_key(ta, tb, M, N, K, alpha, lda, ldb, beta, ldc, false, threads), A, B, alpha, C, threads);
   // bf16: the operands are converted into dense per-thread buffers first
   const Key k = make_key(ta, tb, M, N, K, alpha, ta ? M : K, tb ? K : N, beta, ldc, true, threads);

@@ -4,6 +4,7 @@
 // Primitives are created once per shape and kept in a small cache.
 #pragma once
 #include <cstdint>
+#include <vector>
 
 namespace vlm {
 
@@ -17,6 +18,17 @@ bool gemm_dnnl(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, floa
 // kernels convert their inputs once per call instead of once per tile.
 bool gemm_dnnl_bf16(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const uint16_t* A,
                     int64_t lda, const uint16_t* B, int64_t ldb, float beta, float* C, int64_t ldc);
+
+// A weight W [rows, cols] (dense, row-major) that few-row products x W^T may use in a
+// packed copy between weight_packing_begin and weight_packing_end (see gemm_dnnl.cc).
+struct WeightRef {
+  const float* data;
+  int64_t rows, cols;
+};
+// Registers the weights (replacing any earlier set); the caller promises that they do
+// not change before weight_packing_end, which frees the packed copies.
+void weight_packing_begin(const std::vector<WeightRef>& weights);
+void weight_packing_end();
 
 // Whether this CPU runs oneDNN's bf16 matmul natively (avx512_bf16 or AMX); when it does
 // not, 'medium' matmul precision keeps float32 (emulated bf16 would be slower).
