@@ -210,21 +210,25 @@ bool dnnl_bf16_native() {
 
 namespace {
 
+// Runs a usable entry on this thread's stream and scratchpad: C = A . weights.
+void execute(const Entry& e, const void* A, const memory& weights, float* C) {
+  ThreadBuffers& tb = buffers();
+  const size_t scratch_bytes = e.scratch.get_size();
+  if (tb.scratch.size() < scratch_bytes) tb.scratch.resize(scratch_bytes);
+  dnnl::engine& eng = cpu_engine();
+  thread_local dnnl::stream stream(eng);
+  memory ma(e.a, eng, const_cast<void*>(A));
+  memory mc(e.c, eng, C);
+  memory mscratch(e.scratch, eng, tb.scratch.data());
+  e.prim.execute(stream, {{DNNL_ARG_SRC, ma}, {DNNL_ARG_WEIGHTS, weights}, {DNNL_ARG_DST, mc}, {DNNL_ARG_SCRATCHPAD, mscratch}});
+  stream.wait();
+}
+
 // The primitive for the key, run on operands already in the key's type and layout.
 bool run_primitive(const Key& k, const void* A, const void* B, float alpha, float* C, int threads) {
   std::shared_ptr<Entry> e = lookup(k);
   if (!e->usable) return false;
-  ThreadBuffers& tb = buffers();
-  const size_t scratch_bytes = e->scratch.get_size();
-  if (tb.scratch.size() < scratch_bytes) tb.scratch.resize(scratch_bytes);
-  dnnl::engine& eng = cpu_engine();
-  thread_local dnnl::stream stream(eng);
-  memory ma(e->a, eng, const_cast<void*>(A));
-  memory mb(e->b, eng, const_cast<void*>(B));
-  memory mc(e->c, eng, C);
-  memory mscratch(e->scratch, eng, tb.scratch.data());
-  e->prim.execute(stream, {{DNNL_ARG_SRC, ma}, {DNNL_ARG_WEIGHTS, mb}, {DNNL_ARG_DST, mc}, {DNNL_ARG_SCRATCHPAD, mscratch}});
-  stream.wait();
+  execute(*e, A, memory(e->b, cpu_engine(), const_cast<void*>(B)), C);
   if (k.alpha != alpha) {  // beta == 0 and alpha != 1: scaled here (see the file comment)
     const int64_t M = k.M, N = k.N, ldc = k.ldc;
     auto scale_rows = [&](int64_t r0, int64_t r1) {
@@ -345,16 +349,7 @@ bool run_packed(int64_t M, int64_t N, int64_t K, float alpha, const float* A, in
       pw.copies.emplace_back(e->b, wmem);
     }
   }
-  ThreadBuffers& tb = buffers();
-  const size_t scratch_bytes = e->scratch.get_size();
-  if (tb.scratch.size() < scratch_bytes) tb.scratch.resize(scratch_bytes);
-  dnnl::engine& eng = cpu_engine();
-  thread_local dnnl::stream stream(eng);
-  memory ma(e->a, eng, const_cast<float*>(A));
-  memory mc(e->c, eng, C);
-  memory mscratch(e->scratch, eng, tb.scratch.data());
-  e->prim.execute(stream, {{DNNL_ARG_SRC, ma}, {DNNL_ARG_WEIGHTS, wmem}, {DNNL_ARG_DST, mc}, {DNNL_ARG_SCRATCHPAD, mscratch}});
-  stream.wait();
+  execute(*e, A, wmem, C);
   return true;
 }
 
