@@ -75,6 +75,7 @@ test('bad invocations are one-line errors with exit code 2, before any work', as
   bad(['train', 'clip', '--batch-size', '2.5'], "vlmkit train: expected an integer >= 2 for --batch-size but received '2.5'");
   bad(['train', 'clip', '--caption-noise', '1.5'], "vlmkit train: expected a number in [0, 1] for --caption-noise but received '1.5'");
   bad(['train', 'clip', '--steps'], 'vlmkit train: expected a value after --steps but received none');
+  bad(['train', 'clip', '--precision', 'low'], "vlmkit config: expected one of 'highest', 'medium' for train.precision but received the string 'low'");
   bad(['train', 'clip', '--resume'], 'vlmkit train: expected --out DIR (the run folder to continue) with --resume but received none');
   bad(['train', 'clip', '--held-out', 'samsung'], "vlmkit config: expected one of 'apple', 'google', 'twitter', 'facebook' for data.heldOut but received the string 'samsung'");
   bad(['train', 'clip', '--data', 'nope.csv'], "vlmkit train: expected 'emoji', a manifest file or WebDataset shards for --data but 'nope.csv' does not exist");
@@ -103,7 +104,7 @@ test('bad invocations are one-line errors with exit code 2, before any work', as
 test('--print-config merges config file and flags over the defaults', (t) => {
   const p = join(work, 'small.json');
   writeFileSync(p, JSON.stringify({ clip: { vision: { layers: 2 } }, train: { lr: 5e-4 } }));
-  const r = vlmkit(['train', 'clip', '--config', p, '--steps', '7', '--batch-size', '64', '--threads', '1', '--caption-noise', '0.2', '--print-config']);
+  const r = vlmkit(['train', 'clip', '--config', p, '--steps', '7', '--batch-size', '64', '--threads', '1', '--caption-noise', '0.2', '--precision', 'medium', '--print-config']);
   t.is(r.code, 0, r.err);
   const c = JSON.parse(r.out);
   t.is(c.name, 'small');
@@ -113,6 +114,7 @@ test('--print-config merges config file and flags over the defaults', (t) => {
   t.is(c.train.steps, 7);
   t.is(c.train.batchSize, 64);
   t.is(c.train.threads, 1);
+  t.is(c.train.precision, 'medium');
   t.is(c.data.captionNoise, 0.2);
   t.is(c.train.weightDecay, DEFAULT_CLIP_RUN.train.weightDecay);
 });

@@ -80,6 +80,12 @@ export interface TrainSection {
   seed: number;
   /** CPU threads; null: every core. */
   threads: number | null;
+  /**
+   * Float32 matmul precision (vlm.setFloat32MatmulPrecision): 'highest' (float32) or 'medium'
+   * (bf16 operands with float32 accumulation for the contrastive loss and large products),
+   * as open_clip's --precision amp_bf16 for the GEMMs only.
+   */
+  precision: 'highest' | 'medium';
   logEvery: number;
   /** Evaluate every this many steps (0: only at the end). */
   evalEvery: number;
@@ -134,7 +140,7 @@ export const DEFAULT_CLIP_RUN: RunConfig = {
   train: {
     // 700 x 128 = 90k samples, 8 epochs of the three training vendors: ~6-7 minutes on 2 idle cores.
     steps: 700, batchSize: 128, accumFreq: 1, lr: 1e-3, minLr: 1e-5, warmupSteps: 100, weightDecay: 0.1, betas: [0.9, 0.98], eps: 1e-6,
-    clipGradNorm: null, temperatureLrScale: 1, seed: 0, threads: null, logEvery: 10, evalEvery: 350, checkpointEvery: 350, keepCheckpoints: 2,
+    clipGradNorm: null, temperatureLrScale: 1, seed: 0, threads: null, precision: 'highest', logEvery: 10, evalEvery: 350, checkpointEvery: 350, keepCheckpoints: 2,
   },
   eval: EVAL_DEFAULTS,
 };
@@ -152,7 +158,7 @@ export const DEFAULT_ALIGN_RUN: RunConfig = {
   train: {
     steps: 1500, batchSize: 128, accumFreq: 1, lr: 1e-3, minLr: 1e-5, warmupSteps: 100, weightDecay: 0.1, betas: [0.9, 0.98], eps: 1e-6,
     // ALIGN's temperature starts at 1.0: a larger step lets it fall within a short run.
-    clipGradNorm: null, temperatureLrScale: 10, seed: 0, threads: null, logEvery: 10, evalEvery: 500, checkpointEvery: 500, keepCheckpoints: 2,
+    clipGradNorm: null, temperatureLrScale: 10, seed: 0, threads: null, precision: 'highest', logEvery: 10, evalEvery: 500, checkpointEvery: 500, keepCheckpoints: 2,
   },
   eval: EVAL_DEFAULTS,
 };
@@ -200,7 +206,7 @@ const TRAIN_SPEC: Spec<TrainSection> = {
   steps: int(1), batchSize: int(2), accumFreq: int(1), lr: num(0, 10, { minOpen: true }), minLr: num(0, 10), warmupSteps: int(0),
   weightDecay: num(0, 10), betas: pair(0, 1), eps: num(0, 1, { minOpen: true }), clipGradNorm: nullable(num(0, Infinity, { minOpen: true })),
   temperatureLrScale: num(0, 1000),
-  seed: int(0, 2 ** 31 - 1), threads: nullable(int(1, 1024)), logEvery: int(1), evalEvery: int(0), checkpointEvery: int(0), keepCheckpoints: int(1),
+  seed: int(0, 2 ** 31 - 1), threads: nullable(int(1, 1024)), precision: oneOf('highest', 'medium'), logEvery: int(1), evalEvery: int(0), checkpointEvery: int(0), keepCheckpoints: int(1),
 };
 
 const EVAL_SPEC: Spec<EvalSection> = {

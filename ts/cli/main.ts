@@ -58,6 +58,7 @@ flags:
   --out DIR                run folder (default runs/<config>-<date>)
   --resume                 continue the run in --out from its newest checkpoint
   --threads N              CPU threads (default: every core)
+  --precision P            float32 matmul precision: highest (default) or medium (bf16 GEMMs, float32 accumulation)
   --seed N                 seeds initialisation, data order and augmentation
   --caption-noise P        replace a fraction P of training captions by random ones (ALIGN's noise study)
   --max-caption-frequency K   drop training samples whose caption is shared by more than K images
@@ -96,7 +97,7 @@ type Opts = NonNullable<ParseArgsConfig['options']>;
 const TRAIN_OPTS: Opts = {
   config: { type: 'string' }, data: { type: 'string' }, 'eval-data': { type: 'string' }, 'held-out': { type: 'string' },
   steps: { type: 'string' }, 'batch-size': { type: 'string' }, 'accum-freq': { type: 'string' }, lr: { type: 'string' },
-  out: { type: 'string' }, resume: { type: 'boolean' }, threads: { type: 'string' }, seed: { type: 'string' },
+  out: { type: 'string' }, resume: { type: 'boolean' }, threads: { type: 'string' }, precision: { type: 'string' }, seed: { type: 'string' },
   'caption-noise': { type: 'string' }, 'max-caption-frequency': { type: 'string' }, 'min-caption-tokens': { type: 'string' },
   'max-caption-tokens': { type: 'string' }, 'min-image-side': { type: 'string' }, 'max-aspect-ratio': { type: 'string' },
   'csv-img-key': { type: 'string' }, 'csv-caption-key': { type: 'string' }, 'csv-separator': { type: 'string' },
@@ -195,6 +196,7 @@ export function parseTrainArgs(args: string[]): { model: ModelKind; config: RunC
   flag('accum-freq', 'train', 'accumFreq', int('accum-freq', 1));
   flag('lr', 'train', 'lr', (x) => numFlag(cmd, 'lr', x, 0, 10));
   flag('threads', 'train', 'threads', int('threads', 1));
+  flag('precision', 'train', 'precision', (x) => x);  // checked with the config
   flag('seed', 'train', 'seed', int('seed', 0));
   flag('log-every', 'train', 'logEvery', int('log-every', 1));
   flag('eval-every', 'train', 'evalEvery', int('eval-every', 0));

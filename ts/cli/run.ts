@@ -44,6 +44,11 @@ export function setThreads(n: number | null): number {
   return native.getNumThreads();
 }
 
+/** Sets the float32 matmul precision of a run (config train.precision). */
+export function setPrecision(p: 'highest' | 'medium'): void {
+  native.setFloat32MatmulPrecision(p);
+}
+
 /** The loss of one training batch: InfoNCE of the model, accumulated over accumFreq micro-batches. */
 export function makeLoss(cfg: RunConfig, model: RunModel): (b: Batch) => StepOutput {
   const k = cfg.train.accumFreq;
@@ -224,6 +229,7 @@ export interface TrainRunResult {
 export async function trainRun(cfg: RunConfig, o: TrainRunOptions): Promise<TrainRunResult> {
   const log = o.log ?? ((s: string) => process.stderr.write(s + '\n'));
   const threads = setThreads(cfg.train.threads);
+  setPrecision(cfg.train.precision);
   const data = await buildRunData(cfg);
   const model = buildModel(cfg);
   log(`${cfg.model.toUpperCase()} '${cfg.name}': ${(parameterCount(model) / 1e6).toFixed(2)} M parameters, ${threads} thread(s)`);
@@ -299,6 +305,7 @@ export async function evalRun(runDir: string, o: { step?: number; threads?: numb
   const cfg = readRunConfig(runDir);
   if (!latestCheckpoint(runDir)) throw new RangeError(`vlmkit eval: expected a checkpoint in '${runDir}' but found none (has the run saved one yet?)`);
   const threads = setThreads(o.threads ?? cfg.train.threads);
+  setPrecision(cfg.train.precision);
   const data = await buildRunData(cfg);
   if (!data.eval) throw new RangeError(`vlmkit eval: expected evaluation data for the run in '${runDir}' but its config has none (data.evalSource)`);
   const model = buildModel(cfg);
