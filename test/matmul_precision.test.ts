@@ -77,8 +77,8 @@ test.serial('the default is highest; set and get round-trip; high keeps float32'
   t.is(typeof bf16, 'boolean');
 });
 
-// Shapes that take each route: sgemm (K = 128, M large), the float32 primitive (thin M,
-// deep K) and the bf16 primitive for the large ones under 'medium'. Only products with
+// Shapes that take each route: sgemm (M, N large), the float32 primitive (thin M) and
+// the bf16 primitive for the large ones under 'medium'. Only products with
 // M, N >= 192 and M N K >= 4M run in bf16 (elsewhere rounding the operands costs more
 // than it saves); the others must equal 'highest' exactly.
 const roundsBf16 = (M: number, K: number, N: number) => bf16 && M >= 192 && N >= 192 && M * K * N >= 4 * 2 ** 20;

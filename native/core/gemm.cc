@@ -314,15 +314,16 @@ namespace {
 
 // Where oneDNN's matmul primitive beats dnnl_sgemm in float32 (measured on 2 cores,
 // AVX-512): thin products (M or N <= 64, e.g. a decode step's vocabulary projection,
-// 111 vs 62 GFLOP/s) and deep ones (K >= 256, e.g. weight gradients, 216 vs 164).
-// dnnl_sgemm stays ahead on the K = 128 activations x weights of small towers.
+// 111 vs 62 GFLOP/s). Deep products (K >= 256) were faster alone too (216 vs 164 on a
+// weight gradient) but not inside the CLIP training step (within its 5% noise), so
+// they stay on sgemm.
 // VLMKIT_GEMM_PRIMITIVES=0 keeps float32 on dnnl_sgemm (for comparisons).
-bool prefer_primitive(int64_t M, int64_t N, int64_t K) {
+bool prefer_primitive(int64_t M, int64_t N) {
   static const bool off = [] {
     const char* e = std::getenv("VLMKIT_GEMM_PRIMITIVES");
     return e && std::string(e) == "0";
   }();
-  return !off && (M <= 64 || N <= 64 || K >= 256);
+  return !off && (M <= 64 || N <= 64);
 }
 
 }  // namespace
@@ -371,7 +372,7 @@ void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const 
   const int prev = small ? omp_get_max_threads() : 0;
   if (small) omp_set_num_threads(1);
   const bool bf16 = g_precision.load(std::memory_order_relaxed) == MatmulPrecision::kMedium && bf16_pays(M, N, K);
-  bool done = (bf16 || prefer_primitive(M, N, K)) && gemm_dnnl(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, bf16);
+  bool done = (bf16 || prefer_primitive(M, N)) && gemm_dnnl(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, bf16);
   if (!done) done = dnnl_sgemm(ta ? 'T' : 'N', tb ? 'T' : 'N', M, N, K, alpha, A, lda, B, ldb, beta, C, ldc) == dnnl_success;
   if (small) omp_set_num_threads(prev);
   if (done) return;
