@@ -176,6 +176,27 @@ test('decodeProcessLogits: HF repetition penalty (each id once), log_softmax fir
 test('decodeArgmax takes the first maximum; decodeBeamCandidates ranks beam score + log-prob per batch', (t) => {
   const s = tensor(Float32Array.from([1, 3, 3, 0, -Infinity, -Infinity, 2, 2]), [2, 4]);
   t.deepEqual(ints(wrap(native.decodeArgmax(s.handle))), [1, 2]);
+  // Long rows (the float32 vector path): ties, NaN, the maximum in the tail, no number at all,
+  // all -inf; the same answers in float64 (scalar path) and from a plain JS scan.
+  const V = 37, rows: number[][] = [];
+  const base = Array.from({ length: V }, (_, i) => Math.sin(i) * 3);
+  rows.push(base);                                                   // plain
+  rows.push(base.map((v, i) => (i === 9 || i === 30 ? 7 : v)));      // a tie: the first wins
+  rows.push(base.map((v, i) => (i % 5 === 0 ? NaN : v)));            // NaN never wins
+  rows.push(base.map((v, i) => (i === 35 ? 9 : v)));                 // in the tail after the last 8-block
+  rows.push(base.map(() => NaN));                                    // no number: 0
+  rows.push(base.map((v, i) => (i < 3 ? NaN : -Infinity)));          // all -inf after NaNs: the first -inf
+  const jsArgmax = (r: number[]) => {
+    let best = 0, bv = -Infinity, found = false;
+    r.forEach((v, i) => { if (v > bv || (!found && v === bv)) { bv = v; best = i; found = true; } });
+    return best;
+  };
+  const want = rows.map(jsArgmax);
+  t.deepEqual(want, [want[0]!, 9, want[2]!, 35, 0, 3]);
+  for (const dtype of ['float32', 'float64'] as const) {
+    const m = tensor(dtype === 'float32' ? Float32Array.from(rows.flat()) : Float64Array.from(rows.flat()), [rows.length, V], { dtype });
+    t.deepEqual(ints(wrap(native.decodeArgmax(m.handle))), want, dtype);
+  }
   // 2 batches x 2 beams, V = 3
   const lp = tensor(Float64Array.from([-1, -2, -3, -0.5, -0.1, -4, -2, -1, -3, -1, -2, -0.2]), [4, 3], { dtype: 'float64' });
   const bs = tensor(Float64Array.from([0, -1, -Infinity, 0]), [4], { dtype: 'float64' });
