@@ -31,7 +31,9 @@ bool gemm_uses_bf16();
 // Whether a float32 product of these sizes runs in bf16 under kMedium: M, N >= 192 and
 // M N K >= 4M (below that, rounding the operands costs more than the bf16 kernel saves).
 bool bf16_pays(int64_t M, int64_t N, int64_t K);
-// Rounds a rows x cols float32 block (row stride ld) to bf16 into dense dst (row stride cols).
+// Rounds a rows x cols float32 block (row stride ld) to bf16 into dense dst (row stride
+// cols), to nearest even (denormals may flush to zero, as the avx512_bf16 instruction
+// does). Splits the rows over the threads when large and outside a parallel region.
 void to_bf16(const float* src, int64_t rows, int64_t cols, int64_t ld, uint16_t* dst);
 // C = alpha * op(A) op(B) + beta * C with bf16 operands (as from to_bf16), float32 C.
 void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const uint16_t* A, int64_t lda,

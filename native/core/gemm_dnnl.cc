@@ -9,6 +9,9 @@
 // thread of a parallel region at once: the tiled kernels (infonce, lm_head, attention)
 // call gemm from inside their own parallel_for.
 #include "core/gemm_dnnl.h"
+#include "core/gemm.h"
+#include "core/parallel.h"
+#include <algorithm>
 #include <cstring>
 #include <memory>
 #include <mutex>
@@ -54,17 +57,19 @@ const bool kAvx512Bf16 = __builtin_cpu_supports("avx512bf16");
 }  // namespace
 
 void to_bf16(const float* src, int64_t rows, int64_t cols, int64_t ld, uint16_t* dst) {
-  for (int64_t r = 0; r < rows; ++r) {
-    const float* s = src + r * ld;
-    uint16_t* d = dst + r * cols;
+  parallel_for(rows, std::max<int64_t>(1, (int64_t{1} << 16) / std::max<int64_t>(cols, 1)), [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const float* s = src + r * ld;
+      uint16_t* d = dst + r * cols;
 #if defined(__x86_64__) && defined(__GNUC__)
-    if (kAvx512Bf16) {
-      row_bf16_avx512(s, cols, d);
-      continue;
-    }
+      if (kAvx512Bf16) {
+        row_bf16_avx512(s, cols, d);
+        continue;
+      }
 #endif
-    for (int64_t c = 0; c < cols; ++c) d[c] = bf16_scalar(s[c]);
-  }
+      for (int64_t c = 0; c < cols; ++c) d[c] = bf16_scalar(s[c]);
+    }
+  });
 }
 
 #ifndef VLMKIT_HAVE_DNNL
@@ -185,17 +190,10 @@ ThreadBuffers& buffers() {
   return t;
 }
 
-// Converts the stored block of an operand (rows x cols with row stride ld) to bf16,
-// split over the threads when called outside a parallel region.
-void convert(const float* src, int64_t rows, int64_t cols, int64_t ld, std::vector<uint16_t>& dst, int threads) {
+// Converts the stored block of an operand (rows x cols with row stride ld) to bf16 into dst.
+void convert(const float* src, int64_t rows, int64_t cols, int64_t ld, std::vector<uint16_t>& dst) {
   if (dst.size() < static_cast<size_t>(rows * cols)) dst.resize(static_cast<size_t>(rows * cols));
-  uint16_t* d = dst.data();
-  if (threads <= 1 || rows * cols < (1 << 16)) {
-    to_bf16(src, rows, cols, ld, d);
-    return;
-  }
-#pragma omp parallel for num_threads(threads) schedule(static)
-  for (int64_t r = 0; r < rows; ++r) to_bf16(src + r * ld, 1, cols, ld, d + r * cols);
+  to_bf16(src, rows, cols, ld, dst.data());
 }
 
 }  // namespace
@@ -225,22 +223,16 @@ void execute(const Entry& e, const void* A, const memory& weights, float* C) {
 }
 
 // The primitive for the key, run on operands already in the key's type and layout.
-bool run_primitive(const Key& k, const void* A, const void* B, float alpha, float* C, int threads) {
+bool run_primitive(const Key& k, const void* A, const void* B, float alpha, float* C) {
   std::shared_ptr<Entry> e = lookup(k);
   if (!e->usable) return false;
   execute(*e, A, memory(e->b, cpu_engine(), const_cast<void*>(B)), C);
   if (k.alpha != alpha) {  // beta == 0 and alpha != 1: scaled here (see the file comment)
     const int64_t M = k.M, N = k.N, ldc = k.ldc;
-    auto scale_rows = [&](int64_t r0, int64_t r1) {
+    parallel_for(M, std::max<int64_t>(1, (int64_t{1} << 16) / std::max<int64_t>(N, 1)), [&](int64_t r0, int64_t r1) {
       for (int64_t i = r0; i < r1; ++i)
         for (int64_t j = 0; j < N; ++j) C[i * ldc + j] *= alpha;
-    };
-    if (threads <= 1 || M * N < (1 << 16)) {
-      scale_rows(0, M);
-    } else {
-#pragma omp parallel for num_threads(threads) schedule(static)
-      for (int64_t i = 0; i < M; ++i) scale_rows(i, i + 1);
-    }
+    });
   }
   return true;
 }
@@ -374,21 +366,21 @@ bool gemm_dnnl(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, c
   if (bf16 && !dnnl_bf16_native()) return false;
   const int threads = omp_in_parallel() ? 1 : omp_get_max_threads();
   if (!bf16 && !ta && tb && M <= 64 && run_packed(M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, threads)) return true;
-  if (!bf16) return run_primitive(make_key(ta, tb, M, N, K, alpha, lda, ldb, beta, ldc, false, threads), A, B, alpha, C, threads);
+  if (!bf16) return run_primitive(make_key(ta, tb, M, N, K, alpha, lda, ldb, beta, ldc, false, threads), A, B, alpha, C);
   // bf16: the operands are converted into dense per-thread buffers first
   const Key k = make_key(ta, tb, M, N, K, alpha, ta ? M : K, tb ? K : N, beta, ldc, true, threads);
   if (!lookup(k)->usable) return false;
   ThreadBuffers& t = buffers();
-  convert(A, ta ? K : M, ta ? M : K, lda, t.a, threads);
-  convert(B, tb ? N : K, tb ? K : N, ldb, t.b, threads);
-  return run_primitive(k, t.a.data(), t.b.data(), alpha, C, threads);
+  convert(A, ta ? K : M, ta ? M : K, lda, t.a);
+  convert(B, tb ? N : K, tb ? K : N, ldb, t.b);
+  return run_primitive(k, t.a.data(), t.b.data(), alpha, C);
 }
 
 bool gemm_dnnl_bf16(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const uint16_t* A, int64_t lda,
                     const uint16_t* B, int64_t ldb, float beta, float* C, int64_t ldc) {
   if (!dnnl_bf16_native()) return false;
   const int threads = omp_in_parallel() ? 1 : omp_get_max_threads();
-  return run_primitive(make_key(ta, tb, M, N, K, alpha, lda, ldb, beta, ldc, true, threads), A, B, alpha, C, threads);
+  return run_primitive(make_key(ta, tb, M, N, K, alpha, lda, ldb, beta, ldc, true, threads), A, B, alpha, C);
 }
 
 #endif

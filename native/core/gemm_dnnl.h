@@ -34,9 +34,4 @@ void weight_packing_end();
 // not, 'medium' matmul precision keeps float32 (emulated bf16 would be slower).
 bool dnnl_bf16_native();
 
-// Round-to-nearest-even float32 -> bfloat16 of a rows x cols block (row stride ld) into
-// dst (dense, row stride cols). Denormal inputs may flush to zero (the avx512_bf16
-// instruction does).
-void to_bf16(const float* src, int64_t rows, int64_t cols, int64_t ld, uint16_t* dst);
-
 }  // namespace vlm

@@ -700,8 +700,7 @@ struct Prepared {
     if constexpr (std::is_same_v<T, float>) {
       if (gemm_uses_bf16() && n * q > 0) {
         std::vector<uint16_t> h(static_cast<size_t>(n * q * cx.D));
-        const int64_t D = cx.D;
-        parallel_for(n * q, 256, [&](int64_t b, int64_t e) { to_bf16(f.x + b * D, e - b, D, D, h.data() + b * D); });
+        to_bf16(f.x, n * q, cx.D, cx.D, h.data());
         f.xh = h.data();
         hold_bf16.push_back(std::move(h));
       }

@@ -175,7 +175,7 @@ LmHeadStats run(const Tensor& hidden, const Tensor& weight, const Tensor* bias, 
     if (bf) {
       wh.resize(static_cast<size_t>(V * H));
       hch.resize(static_cast<size_t>(Nc * H));
-      parallel_for(V, 256, [&](int64_t b, int64_t e) { to_bf16(P.w + b * H, e - b, H, H, wh.data() + b * H); });
+      to_bf16(P.w, V, H, H, wh.data());
     }
   }
   // Z [nc, vb] = h W[j0 : j0 + vb]^T

@@ -199,7 +199,7 @@ LinearGrads linear_backward(const Tensor& x, const Tensor& weight, const Tensor&
       if (gemm_uses_bf16() && need_x && need_weight && bf16_pays(R, I, O) && bf16_pays(O, I, R)) {
         const int64_t gr = lg.flip ? O : R, gc = lg.flip ? R : O;
         std::vector<uint16_t> gh(static_cast<size_t>(gr * gc));
-        parallel_for(gr, 64, [&](int64_t r0, int64_t r1) { to_bf16(G + r0 * lg.ld, r1 - r0, gc, lg.ld, gh.data() + r0 * gc); });
+        to_bf16(G, gr, gc, lg.ld, gh.data());
         const Operand lw = operand(weight);
         const Tensor x2 = rows_view(x);
         const Operand lx = operand(x2);
@@ -207,7 +207,7 @@ LinearGrads linear_backward(const Tensor& x, const Tensor& weight, const Tensor&
         const int64_t xr = lx.flip ? I : R, xc = lx.flip ? R : I;
         std::vector<uint16_t> wh(static_cast<size_t>(wr * wc)), xh(static_cast<size_t>(xr * xc));
         to_bf16(lw.tensor().data<T>(), wr, wc, lw.ld, wh.data());
-        parallel_for(xr, 64, [&](int64_t r0, int64_t r1) { to_bf16(lx.tensor().data<T>() + r0 * lx.ld, r1 - r0, xc, lx.ld, xh.data() + r0 * xc); });
+        to_bf16(lx.tensor().data<T>(), xr, xc, lx.ld, xh.data());
         out.dx = Tensor::empty(x.shape, x.dtype, Device::CPU);
         gemm(lg.flip, lw.flip, R, I, O, 1.f, gh.data(), gc, wh.data(), wc, 0.f, out.dx.data<T>(), I);
         out.dweight = Tensor::empty({O, I}, x.dtype, Device::CPU);
