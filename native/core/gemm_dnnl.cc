@@ -102,9 +102,11 @@ struct Key {
   bool ta, tb, bf16;
   float alpha, beta;
   int threads;
+  bool packed = false;  // B in the primitive's own layout (a packed weight, see below)
   bool operator==(const Key& o) const {
     return M == o.M && N == o.N && K == o.K && lda == o.lda && ldb == o.ldb && ldc == o.ldc && ta == o.ta &&
-           tb == o.tb && bf16 == o.bf16 && alpha == o.alpha && beta == o.beta && threads == o.threads;
+           tb == o.tb && bf16 == o.bf16 && alpha == o.alpha && beta == o.beta && threads == o.threads &&
+           packed == o.packed;
   }
 };
 
@@ -113,7 +115,7 @@ struct KeyHash {
     size_t h = 1469598103934665603ull;
     auto mix = [&](uint64_t v) { h = (h ^ v) * 1099511628211ull; };
     mix(k.M); mix(k.N); mix(k.K); mix(k.lda); mix(k.ldb); mix(k.ldc);
-    mix((k.ta ? 1 : 0) | (k.tb ? 2 : 0) | (k.bf16 ? 4 : 0));
+    mix((k.ta ? 1 : 0) | (k.tb ? 2 : 0) | (k.bf16 ? 4 : 0) | (k.packed ? 8 : 0));
     uint32_t b;
     std::memcpy(&b, &k.beta, 4);
     mix(b);
@@ -145,7 +147,7 @@ std::shared_ptr<Entry> make_entry(const Key& k) {
   auto e = std::make_shared<Entry>();
   const auto in = k.bf16 ? memory::data_type::bf16 : memory::data_type::f32;
   e->a = desc2d(k.M, k.K, k.ta, k.lda, in);
-  e->b = desc2d(k.K, k.N, k.tb, k.ldb, in);
+  e->b = k.packed ? memory::desc({k.K, k.N}, in, memory::format_tag::any) : desc2d(k.K, k.N, k.tb, k.ldb, in);
   e->c = desc2d(k.M, k.N, false, k.ldc, memory::data_type::f32);
   dnnl::primitive_attr attr;
   attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
@@ -161,6 +163,7 @@ std::shared_ptr<Entry> make_entry(const Key& k) {
     // Only the brgemm kernels are worth it; gemm:jit and ref are what dnnl_sgemm does better.
     if (impl.rfind("brg:", 0) != 0) return e;
     if (k.bf16 && impl.find("bf16") == std::string::npos && impl.find("amx") == std::string::npos) return e;
+    if (k.packed) e->b = pd.weights_desc();
     e->scratch = pd.scratchpad_desc();
     e->prim = dnnl::matmul(pd);
     e->usable = true;
@@ -222,11 +225,9 @@ void execute(const Entry& e, const void* A, const memory& weights, float* C) {
   stream.wait();
 }
 
-// The primitive for the key, run on operands already in the key's type and layout.
-bool run_primitive(const Key& k, const void* A, const void* B, float alpha, float* C) {
-  std::shared_ptr<Entry> e = lookup(k);
-  if (!e->usable) return false;
-  execute(*e, A, memory(e->b, cpu_engine(), const_cast<void*>(B)), C);
+// The key's (usable) entry on A and the weights, then alpha where the key left it out.
+void run_entry(const Key& k, const Entry& e, const void* A, const memory& weights, float alpha, float* C) {
+  execute(e, A, weights, C);
   if (k.alpha != alpha) {  // beta == 0 and alpha != 1: scaled here (see the file comment)
     const int64_t M = k.M, N = k.N, ldc = k.ldc;
     parallel_for(M, std::max<int64_t>(1, (int64_t{1} << 16) / std::max<int64_t>(N, 1)), [&](int64_t r0, int64_t r1) {
@@ -234,6 +235,13 @@ bool run_primitive(const Key& k, const void* A, const void* B, float alpha, floa
         for (int64_t j = 0; j < N; ++j) C[i * ldc + j] *= alpha;
     });
   }
+}
+
+// The primitive for the key, run on operands already in the key's type and layout.
+bool run_primitive(const Key& k, const void* A, const void* B, float alpha, float* C) {
+  std::shared_ptr<Entry> e = lookup(k);
+  if (!e->usable) return false;
+  run_entry(k, *e, A, memory(e->b, cpu_engine(), const_cast<void*>(B)), alpha, C);
   return true;
 }
 
@@ -261,79 +269,30 @@ struct PackedWeight {
   int64_t rows = 0, cols = 0;  // W [rows, cols] = [N, K], dense
   std::vector<std::pair<memory::desc, memory>> copies;  // one per layout asked for
 };
-std::unordered_map<const float*, PackedWeight> packed;  // guarded by cache_mutex
-bool packing = false;
-
-struct PackedKey {
-  int64_t M, N, K, lda, ldc;
-  float alpha, beta;
-  int threads;
-  bool operator==(const PackedKey& o) const {
-    return M == o.M && N == o.N && K == o.K && lda == o.lda && ldc == o.ldc && alpha == o.alpha && beta == o.beta &&
-           threads == o.threads;
-  }
-};
-struct PackedKeyHash {
-  size_t operator()(const PackedKey& k) const {
-    size_t h = 1469598103934665603ull;
-    auto mix = [&](uint64_t v) { h = (h ^ v) * 1099511628211ull; };
-    mix(k.M); mix(k.N); mix(k.K); mix(k.lda); mix(k.ldc); mix(static_cast<uint64_t>(k.threads));
-    uint32_t b;
-    std::memcpy(&b, &k.alpha, 4);
-    mix(b);
-    std::memcpy(&b, &k.beta, 4);
-    mix(b);
-    return h;
-  }
-};
-std::unordered_map<PackedKey, std::shared_ptr<Entry>, PackedKeyHash> packed_prims;
+std::unordered_map<const float*, PackedWeight> packed;  // guarded by cache_mutex; empty outside the scope
 
 // C = alpha * A B^T + beta * C with B a registered weight; false when B is not one.
 bool run_packed(int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda, const float* B, int64_t ldb,
                 float beta, float* C, int64_t ldc, int threads) {
-  std::shared_ptr<Entry> e;
+  {
+    std::lock_guard<std::mutex> lock(cache_mutex);
+    auto it = packed.find(B);
+    if (it == packed.end() || it->second.rows != N || it->second.cols != K || ldb != K) return false;
+  }
+  Key k = make_key(false, true, M, N, K, alpha, lda, ldb, beta, ldc, false, threads);
+  k.packed = true;
+  std::shared_ptr<Entry> e = lookup(k);
+  if (!e->usable) return false;
   memory wmem;
   {
     std::lock_guard<std::mutex> lock(cache_mutex);
-    if (!packing) return false;
     auto it = packed.find(B);
-    if (it == packed.end() || it->second.rows != N || it->second.cols != K || ldb != K) return false;
-    const PackedKey pk{M, N, K, lda, ldc, alpha, beta, threads};
-    auto pit = packed_prims.find(pk);
-    if (pit == packed_prims.end()) {
-      auto ne = std::make_shared<Entry>();
-      ne->a = desc2d(M, K, false, lda, memory::data_type::f32);
-      ne->b = memory::desc({K, N}, memory::data_type::f32, memory::format_tag::any);
-      ne->c = desc2d(M, N, false, ldc, memory::data_type::f32);
-      dnnl::primitive_attr attr;
-      attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
-      if (alpha != 1.f) attr.set_output_scales(0, {alpha});
-      if (beta != 0.f) {
-        dnnl::post_ops po;
-        po.append_sum(beta);
-        attr.set_post_ops(po);
-      }
-      try {
-        dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(ne->a, ne->b, ne->c), attr, cpu_engine());
-        if (std::string(pd.impl_info_str()).rfind("brg:", 0) == 0) {
-          ne->b = pd.weights_desc();
-          ne->scratch = pd.scratchpad_desc();
-          ne->prim = dnnl::matmul(pd);
-          ne->usable = true;
-        }
-      } catch (const dnnl::error&) {
-        ne->usable = false;
-      }
-      pit = packed_prims.emplace(pk, ne).first;
-    }
-    e = pit->second;
-    if (!e->usable) return false;
+    if (it == packed.end()) return false;  // the scope ended meanwhile
     PackedWeight& pw = it->second;
     for (auto& [d, m] : pw.copies)
       if (d == e->b) wmem = m;
     if (!wmem) {  // first use of this weight in this layout: reorder it once
-      memory::desc plain({K, N}, memory::data_type::f32, memory::dims{1, K});
-      memory src(plain, cpu_engine(), const_cast<float*>(B));
+      memory src(desc2d(K, N, true, K, memory::data_type::f32), cpu_engine(), const_cast<float*>(B));
       wmem = memory(e->b, cpu_engine());
       dnnl::stream s(cpu_engine());
       dnnl::reorder(src, wmem).execute(s, src, wmem);
@@ -341,7 +300,7 @@ bool run_packed(int64_t M, int64_t N, int64_t K, float alpha, const float* A, in
       pw.copies.emplace_back(e->b, wmem);
     }
   }
-  execute(*e, A, wmem, C);
+  run_entry(k, *e, A, wmem, alpha, C);
   return true;
 }
 
@@ -351,14 +310,11 @@ void weight_packing_begin(const std::vector<WeightRef>& weights) {
   std::lock_guard<std::mutex> lock(cache_mutex);
   packed.clear();
   for (const WeightRef& w : weights) packed[w.data] = PackedWeight{w.rows, w.cols, {}};
-  packing = true;
 }
 
 void weight_packing_end() {
   std::lock_guard<std::mutex> lock(cache_mutex);
   packed.clear();
-  packed_prims.clear();
-  packing = false;
 }
 
 bool gemm_dnnl(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
