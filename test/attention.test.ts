@@ -11,7 +11,7 @@ import { tensor, randn, zeros, manualSeed } from '../ts/graph/creation.js';
 import { noGrad } from '../ts/graph/autograd.js';
 import { Tensor } from '../ts/graph/tensor.js';
 import { tidy } from '../ts/graph/scope.js';
-import { concat, permute, reshape, slice, transpose } from '../ts/graph/ops/views.js';
+import { concat, contiguous, permute, reshape, slice, transpose } from '../ts/graph/ops/views.js';
 import { add, mul, scale as scaleBy } from '../ts/graph/ops/elementwise.js';
 import { sum } from '../ts/graph/ops/reduce.js';
 import { matmul, linear } from '../ts/graph/ops/matmul.js';
@@ -153,6 +153,59 @@ test('gradients for strided leaves, size-1 dims and partial requiresGrad', (t) =
   assertGradcheck(t, (b) => attention(q, b, vv), [leaf([1, 2, 4, 3], 43)], {}, 'k only');
 });
 
+
+test('split-projection heads: out and gradients come back over [B, L, H, D] storage, equal to the contiguous case', (t) => {
+  // q, k, v as MultiHeadAttention makes them: [B, L, H, D] permuted to [B, H, L, D].
+  const B = 2, H = 3, Lq = 9, Lk = 11, D = 4;
+  const split = (L: number, seed: number) => noGrad(() => permute(rnd([B, L, H, D], seed), [0, 2, 1, 3]));
+  const q = split(Lq, 50), k = split(Lk, 51), v = split(Lk, 52);
+  const cases: [string, AttentionOptions][] = [
+    ['none', {}], ['causal', { causal: 'bottomRight' }], ['key padding with an empty sample', { keyPadding: [Lk, 0] }],
+    ['dropout', { dropout: 0.3, seed: 4 }],
+  ];
+  // 2x3 tiles: several key chunks per (batch, head), so the dQ partial sums are used too.
+  for (const [rows, cols] of [[2, 3], [64, 128]])
+    withTiles(rows, cols, () => {
+      for (const [name, o] of cases) {
+        checkAgainstReference(t, `split tiles ${rows}x${cols} ${name}`, q, k, v, o, [1e-12, 1e-10]);
+        tidy(() => {
+          const opts = nativeOptions(q, k, o);
+          const r = native.attentionForward(q.handle, k.handle, v.handle, opts);
+          t.deepEqual(r.out.strides, [Lq * H * D, D, H * D, 1], `${name}: out over [B, Lq, H, D]`);
+          const g = rnd([B, H, Lq, D], 53);
+          const gr = native.attentionBackward(q.handle, k.handle, v.handle, r.out, r.lse, g.handle, opts, [true, true, true]);
+          t.deepEqual(gr.dq!.strides, [Lq * H * D, D, H * D, 1], `${name}: dq over [B, Lq, H, D]`);
+          t.deepEqual(gr.dk!.strides, [Lk * H * D, D, H * D, 1], `${name}: dk over [B, Lk, H, D]`);
+          // The same values as from contiguous inputs (whose results stay contiguous).
+          const [qc, kc, vc] = [q, k, v].map((x) => contiguous(x));
+          const rc = native.attentionForward(qc!.handle, kc!.handle, vc!.handle, opts);
+          t.deepEqual(rc.out.strides, [H * Lq * D, Lq * D, D, 1]);
+          const gc = native.attentionBackward(qc!.handle, kc!.handle, vc!.handle, rc.out, rc.lse, g.handle, opts, [true, true, true]);
+          t.deepEqual(arr(r.out), arr(rc.out), `${name}: out`);
+          for (const key of ['dq', 'dk', 'dv'] as const) t.deepEqual(arr(gr[key]), arr(gc[key]), `${name}: ${key}`);
+          for (const h of [r.out, r.lse, gr.dq, gr.dk, gr.dv, rc.out, rc.lse, gc.dq, gc.dk, gc.dv]) h?.dispose();
+        });
+      }
+    });
+  // Merging heads after attention is then a view, not a copy: MultiHeadAttention's
+  // forward and backward make no contiguous copy of an activation.
+  t.true(tidy(() => permute(attention(q, k, v), [0, 2, 1, 3]).isContiguous), 'attention output permuted back is contiguous');
+  const mha = new MultiHeadAttention(H * D, H);
+  const x = rnd([B, Lq, H * D], 54, 'float32');  // no grad: only the parameters' (2-D, 1-D) are leaves
+  const n = native as unknown as Record<string, (...a: unknown[]) => unknown>;
+  const orig = n.contiguous!;
+  const copied: number[][] = [];
+  n.contiguous = (h: unknown, ...rest: unknown[]) => {
+    copied.push([...(h as NativeTensor).shape]);
+    return orig(h, ...rest);
+  };
+  try {
+    tidy(() => sum(mha.forward(x)).backward());
+  } finally {
+    n.contiguous = orig;
+  }
+  t.deepEqual(copied.filter((s) => s.length > 2), [], 'no activation copied');
+});
 test('fully masked rows give exact zeros and zero gradients, never NaN', (t) => {
   for (const dtype of ['float32', 'float64'] as DT[]) {
     const q = rnd([2, 1, 4, 8], 50, dtype).requiresGrad_(), k = rnd([2, 1, 6, 8], 51, dtype).requiresGrad_();

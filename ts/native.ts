@@ -19,6 +19,8 @@ export interface NativeTensor {
   readonly disposed: boolean;
   readonly storageBytes: number;
   readonly contiguous: boolean;
+  /** The only handle onto its storage, which it covers contiguously (it may be taken over). */
+  readonly soleOwner: boolean;
   dispose(): void;
 }
 type NT = NativeTensor;

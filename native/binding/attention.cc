@@ -165,11 +165,23 @@ void parse(const Args& a, size_t opt, Parsed& p) {
   p.o.offset = static_cast<uint64_t>(r.integer("offset", "options.offset", 0, kMaxSafe));
 }
 
+// An uninitialised [B, H, L, D] result laid out like `like`: over [B, L, H, D] storage
+// when like's heads are interleaved (a split projection, strides[1] < strides[2]), so
+// that the result permuted back to [B, L, H, D] is contiguous; else contiguous.
+Tensor empty_like_heads(const Tensor& like, int64_t L, int64_t D) {
+  const int64_t B = like.shape[0], H = like.shape[1];
+  if (!(like.strides[1] < like.strides[2] && H > 1 && L > 1)) return Tensor::empty({B, H, L, D}, like.dtype, Device::CPU);
+  Tensor t = Tensor::empty({B, L, H, D}, like.dtype, Device::CPU);
+  t.shape = {B, H, L, D};
+  t.strides = {L * H * D, D, H * D, 1};
+  return t;
+}
+
 Napi::Value attention_forward(const Napi::CallbackInfo& info) {
   Args a(info, "attention");
   Parsed p;
   parse(a, 3, p);
-  Tensor out = Tensor::empty({p.B, p.H, p.Lq, p.Dv}, p.q.dtype, Device::CPU);
+  Tensor out = empty_like_heads(p.q, p.Lq, p.Dv);
   Tensor lse = Tensor::empty({p.B, p.H, p.Lq}, p.q.dtype, Device::CPU);
   cpu::attention_forward(p.q, p.k, p.v, p.o, out, lse);
   Napi::Object r = Napi::Object::New(info.Env());
@@ -204,9 +216,9 @@ Napi::Value attention_backward(const Napi::CallbackInfo& info) {
     need[i] = e.As<Napi::Boolean>().Value();
   }
   Tensor dq, dk, dv;
-  if (need[0]) dq = Tensor::empty(p.q.shape, p.q.dtype, Device::CPU);
-  if (need[1]) dk = Tensor::empty(p.k.shape, p.q.dtype, Device::CPU);
-  if (need[2]) dv = Tensor::empty(p.v.shape, p.q.dtype, Device::CPU);
+  if (need[0]) dq = empty_like_heads(p.q, p.Lq, p.Dh);
+  if (need[1]) dk = empty_like_heads(p.k, p.Lk, p.Dh);
+  if (need[2]) dv = empty_like_heads(p.v, p.Lk, p.Dv);
   cpu::attention_backward(p.q, p.k, p.v, out, lse, gout, p.o, need[0] ? &dq : nullptr, need[1] ? &dk : nullptr,
                           need[2] ? &dv : nullptr);
   Napi::Env env = info.Env();

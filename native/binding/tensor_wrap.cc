@@ -3,9 +3,26 @@
 
 namespace vlm::js {
 namespace {
-// Below this, a storage is too small to matter to V8's GC heuristics; skipping the
-// report keeps tiny ops cheap.
-constexpr int64_t kReportBytes = 64 * 1024;
+// V8 is told how much host memory the tensor allocator holds (host_held_bytes: in use
+// or cached), so that garbage handles holding large storages get finalized before the
+// machine runs out. Not each tensor's bytes: V8 starts a major GC whenever external
+// memory rises ~64 MiB above its level at the last one, and a training step that
+// allocates and disposes 500 MB of activations through the cache then ran a
+// mark-compact every ~35 ms whose marker thread took a core from the GEMMs (CLIP
+// step 510 -> 432 ms without them). Cache hits hold no new memory, so a loop that
+// disposes its tensors reports nothing; one that leaks allocates afresh and is
+// reported, and its garbage, once finalized, is freed to the OS (~JsTensor), so the
+// held bytes fall again. Changes under 1 MiB wait for the next sync.
+constexpr int64_t kReportStep = int64_t{1} << 20;
+
+void sync_external_memory(napi_env env, AddonData* data) {
+  const int64_t now = host_held_bytes();
+  const int64_t delta = now - data->reported;
+  if (delta >= kReportStep || delta <= -kReportStep) {
+    Napi::MemoryManagement::AdjustExternalMemory(Napi::Env(env), delta);
+    data->reported = now;
+  }
+}
 
 Napi::Array to_array(Napi::Env env, const Shape& s) {
   Napi::Array a = Napi::Array::New(env, s.size());
@@ -24,7 +41,8 @@ Napi::Function JsTensor::define(Napi::Env env) {
                       InstanceAccessor<&JsTensor::get_dtype>("dtype"),
                       InstanceAccessor<&JsTensor::get_device>("device"),
                       InstanceAccessor<&JsTensor::get_storage_bytes>("storageBytes"),
-                      InstanceAccessor<&JsTensor::get_contiguous>("contiguous")});
+                      InstanceAccessor<&JsTensor::get_contiguous>("contiguous"),
+                      InstanceAccessor<&JsTensor::get_sole_owner>("soleOwner")});
 }
 
 JsTensor::JsTensor(const Napi::CallbackInfo& info)
@@ -35,26 +53,20 @@ JsTensor::JsTensor(const Napi::CallbackInfo& info)
   t_ = std::move(data_->pending);
   data_->pending.reset();
   data_->live.insert(this);
-  // The first handle onto a fresh storage tells V8 how much memory it holds, so
-  // the garbage collector runs finalizers before the machine runs out.
-  if (t_->storage.use_count() == 1 && t_->device() == Device::CPU &&
-      static_cast<int64_t>(t_->storage->nbytes) >= kReportBytes) {
-    reported_ = static_cast<int64_t>(t_->storage->nbytes);
-    Napi::MemoryManagement::AdjustExternalMemory(info.Env(), reported_);
-  }
+  sync_external_memory(env_, data_);
 }
 
 JsTensor::~JsTensor() {
   if (data_) data_->live.erase(this);
+  // Finalized without dispose(): its storage returns to the OS, not the cache, so
+  // host_held_bytes falls and V8's external-memory baseline does not creep upward.
+  HostCacheBypass bypass;
   t_.reset();
 }
 
 void JsTensor::release() {
   t_.reset();
-  if (reported_) {
-    Napi::MemoryManagement::AdjustExternalMemory(Napi::Env(env_), -reported_);
-    reported_ = 0;
-  }
+  if (data_) sync_external_memory(env_, data_);
 }
 
 JsTensor* JsTensor::unwrap_or_null(const Napi::Value& v) {
@@ -103,6 +115,17 @@ Napi::Value JsTensor::get_storage_bytes(const Napi::CallbackInfo& info) {
 Napi::Value JsTensor::get_contiguous(const Napi::CallbackInfo& info) {
   VLM_LIVE(info);
   return Napi::Boolean::New(info.Env(), t_->is_contiguous());
+}
+
+// True when this handle is the only reference to its storage and covers all of it,
+// contiguously: the tensor can be taken over (autograd stores such a gradient in a
+// leaf's .grad without copying it).
+Napi::Value JsTensor::get_sole_owner(const Napi::CallbackInfo& info) {
+  VLM_LIVE(info);
+  const Tensor& t = *t_;
+  const bool sole = t.storage.use_count() == 1 && t.offset == 0 && t.is_contiguous() &&
+                    static_cast<size_t>(t.numel()) * dtype_size(t.dtype) == t.storage->nbytes;
+  return Napi::Boolean::New(info.Env(), sole);
 }
 
 Napi::Value wrap(Napi::Env env, Tensor t) {

@@ -34,9 +34,9 @@ class JsTensor : public Napi::ObjectWrap<JsTensor> {
   Napi::Value get_device(const Napi::CallbackInfo& info);
   Napi::Value get_storage_bytes(const Napi::CallbackInfo& info);
   Napi::Value get_contiguous(const Napi::CallbackInfo& info);
+  Napi::Value get_sole_owner(const Napi::CallbackInfo& info);
 
   std::optional<Tensor> t_;
-  int64_t reported_ = 0;  // external bytes reported to V8's GC heuristics
   napi_env env_;
   AddonData* data_;
 };
@@ -47,6 +47,7 @@ struct AddonData {
   // Live handles. A registry lookup is ~20x cheaper than napi type tags, which
   // dominated the cost of making a handle (measured: 3.5 -> ~2 us per tiny op).
   std::unordered_set<const JsTensor*> live;
+  int64_t reported = 0;  // host bytes last reported to V8 as external memory
 };
 
 }  // namespace vlm::js

@@ -1,4 +1,5 @@
 #include "core/storage.h"
+#include <atomic>
 #include <cstdlib>
 #include <mutex>
 #include <string>
@@ -14,6 +15,14 @@ namespace vlm {
 static constexpr size_t kAlign = 64;
 
 namespace {
+
+std::atomic<int64_t> g_host_held{0};
+thread_local int t_bypass = 0;
+
+void host_free(void* p, size_t cls) {
+  std::free(p);
+  g_host_held.fetch_sub(static_cast<int64_t>(cls), std::memory_order_relaxed);
+}
 
 // Host blocks of 1 MiB and more are kept for reuse. glibc returns blocks above its
 // mmap threshold (at most 32 MiB) to the OS on free, so every large allocation
@@ -53,7 +62,7 @@ class HostCache {
   void release_all() {
     std::lock_guard<std::mutex> g(mu_);
     for (auto& [cls, v] : free_)
-      for (void* p : v) std::free(p);
+      for (void* p : v) host_free(p, cls);
     free_.clear();
     cached_ = 0;
   }
@@ -79,8 +88,11 @@ Storage::Storage(size_t n, Device d) : nbytes(n), device(d) {
   if (d == Device::CPU) {
     size_t cls = HostCache::size_class(n == 0 ? 1 : n);
     data = host_cache().take(cls);
-    if (!data) data = std::aligned_alloc(kAlign, cls);
-    if (!data) throw_range("out of host memory: could not allocate " + std::to_string(n) + " bytes");
+    if (!data) {
+      data = std::aligned_alloc(kAlign, cls);
+      if (!data) throw_range("out of host memory: could not allocate " + std::to_string(n) + " bytes");
+      g_host_held.fetch_add(static_cast<int64_t>(cls), std::memory_order_relaxed);
+    }
   } else {
     data = cuda_alloc(((n == 0 ? 1 : n) + kAlign - 1) / kAlign * kAlign);  // throws with the CUDA error text
   }
@@ -90,7 +102,7 @@ Storage::Storage(size_t n, Device d) : nbytes(n), device(d) {
 Storage::~Storage() {
   if (device == Device::CPU) {
     size_t cls = HostCache::size_class(nbytes == 0 ? 1 : nbytes);
-    if (!host_cache().put(data, cls)) std::free(data);
+    if (t_bypass > 0 || !host_cache().put(data, cls)) host_free(data, cls);
   } else {
     cuda_free(data);
   }
@@ -99,5 +111,8 @@ Storage::~Storage() {
 
 size_t host_cache_bytes() { return host_cache().cached(); }
 void host_cache_release() { host_cache().release_all(); }
+HostCacheBypass::HostCacheBypass() { ++t_bypass; }
+HostCacheBypass::~HostCacheBypass() { --t_bypass; }
+int64_t host_held_bytes() { return g_host_held.load(std::memory_order_relaxed); }
 
 }  // namespace vlm

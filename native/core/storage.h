@@ -22,5 +22,18 @@ using StoragePtr = std::shared_ptr<Storage>;
 // Freed host blocks of 1 MiB and more are cached for reuse (storage.cc says why).
 size_t host_cache_bytes();
 void host_cache_release();
+// Host bytes the allocator holds from the OS, in use or cached: what the JS binding
+// reports to V8 as external memory (tensor_wrap.cc says why not per tensor).
+int64_t host_held_bytes();
+// While one is alive on a thread, host blocks freed there go back to the OS instead of
+// the cache: the binding frees garbage-collected tensors this way, so that memory a
+// program leaks to the GC shows up as freed (tensor_wrap.cc).
+class HostCacheBypass {
+ public:
+  HostCacheBypass();
+  ~HostCacheBypass();
+  HostCacheBypass(const HostCacheBypass&) = delete;
+  HostCacheBypass& operator=(const HostCacheBypass&) = delete;
+};
 
 }  // namespace vlm

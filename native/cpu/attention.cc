@@ -95,6 +95,20 @@ template <typename T>
 View<T> view_of(const Tensor& t) {
   return {t.data<T>(), t.strides[0], t.strides[1], t.strides[2]};
 }
+// The same for an output: out, dq, dk and dv may be [B, L, H, D] storage seen as
+// [B, H, L, D] (the binding picks the layout of q), so that merging heads after the
+// forward, and the q / k / v projections' backward, read them without a copy.
+template <typename T>
+struct OutView {
+  T* p;
+  int64_t sb, sh, sl;
+  T* row(int64_t b, int64_t h, int64_t l) const { return p + b * sb + h * sh + l * sl; }
+};
+template <typename T>
+OutView<T> out_view_of(const Tensor* t) {
+  if (!t) return {nullptr, 0, 0, 0};
+  return {t->data<T>(), t->strides[0], t->strides[1], t->strides[2]};
+}
 
 // Everything a tile needs to know about the masks of one problem.
 template <typename T>
@@ -248,7 +262,8 @@ void forward_impl(const Tensor& qt, const Tensor& kt, const Tensor& vt, const At
   const int64_t BQ = g_rows.load(), BK = g_cols.load();
   const int64_t nqt = (Lq + BQ - 1) / BQ;
   const View<T> q = view_of<T>(qt), k = view_of<T>(kt), v = view_of<T>(vt);
-  T* op = out.data<T>();
+  const OutView<T> ov = out_view_of<T>(&out);
+  const int64_t osl = ov.sl;
   T* lp = lse_t.data<T>();
   const Masks<T> mk(o, Lk);
   const T scale = static_cast<T>(o.scale);
@@ -272,7 +287,7 @@ void forward_impl(const Tensor& qt, const Tensor& kt, const Tensor& vt, const At
       const T* Q = q.row(b, h, i0);
       const T* K = k.row(b, h, 0);
       const T* V = v.row(b, h, 0);
-      T* O = op + (bh * Lq + i0) * Dv;  // written by the first key tile's GEMM (beta 0)
+      T* O = ov.row(b, h, i0);  // written by the first key tile's GEMM (beta 0)
       std::fill(mrow, mrow + m, ninf);
       std::fill(lrow, lrow + m, T(0));
       const int64_t kend = mk.limit(b, i0 + m - 1);  // the last row sees the most keys
@@ -300,7 +315,7 @@ void forward_impl(const Tensor& qt, const Tensor& kt, const Tensor& vt, const At
           lrow[r] = lrow[r] * alpha + sum;
           mrow[r] = mnew;
           if (j0 > 0 && alpha != T(1)) {
-            T* orow = O + r * Dv;
+            T* orow = O + r * osl;
             for (int64_t d = 0; d < Dv; ++d) orow[d] *= alpha;
           }
           if (drop) {
@@ -308,13 +323,14 @@ void forward_impl(const Tensor& qt, const Tensor& kt, const Tensor& vt, const At
             for (int64_t j = 0; j < we; ++j) s[j] *= z[j];
           }
         }
-        gemm(false, false, m, Dv, w, T(1), S, BK, V + j0 * v.sl, v.sl, T(j0 > 0), O, Dv);
+        gemm(false, false, m, Dv, w, T(1), S, BK, V + j0 * v.sl, v.sl, T(j0 > 0), O, osl);
       }
-      if (kend == 0) std::fill(O, O + m * Dv, T(0));
+      if (kend == 0)
+        for (int64_t r = 0; r < m; ++r) std::fill(O + r * osl, O + r * osl + Dv, T(0));
       for (int64_t r = 0; r < m; ++r) {
         const T l = lrow[r];
         const T inv = l == T(0) ? T(0) : T(1) / l;  // NaN stays NaN
-        T* orow = O + r * Dv;
+        T* orow = O + r * osl;
         for (int64_t d = 0; d < Dv; ++d) orow[d] *= inv;
         lp[bh * Lq + i0 + r] = l == T(0) ? ninf : mrow[r] + log_t(l);
       }
@@ -330,9 +346,11 @@ void backward_impl(const Tensor& qt, const Tensor& kt, const Tensor& vt, const T
   const int64_t B = qt.shape[0], H = qt.shape[1], Lq = qt.shape[2], Dh = qt.shape[3];
   const int64_t Lk = kt.shape[2], Dv = vt.shape[3];
   const int64_t BH = B * H;
+  // Each gradient is a permutation of dense storage (see OutView): numel elements from data().
   T* dq = dqt ? dqt->data<T>() : nullptr;
   T* dk = dkt ? dkt->data<T>() : nullptr;
   T* dv = dvt ? dvt->data<T>() : nullptr;
+  const OutView<T> dqv = out_view_of<T>(dqt), dkv = out_view_of<T>(dkt), dvv = out_view_of<T>(dvt);
   if (BH == 0) return;
   if (Lq == 0 || Lk == 0) {  // no pairs: all gradients are zero
     if (dq) std::fill(dq, dq + dqt->numel(), T(0));
@@ -391,7 +409,8 @@ void backward_impl(const Tensor& qt, const Tensor& kt, const Tensor& vt, const T
       const int64_t k0 = kt0 * BK, k1 = std::min(kt1 * BK, Lk);
       // Each dQ / dK / dV tile is written (beta 0) by the first GEMM that reaches it and
       // zeroed at the end when none did.
-      T* dQ = dq ? (chunks == 1 ? dq + bh * Lq * Dh : part.data<T>() + item * Lq * Dh) : nullptr;
+      T* dQ = dq ? (chunks == 1 ? dqv.row(b, h, 0) : part.data<T>() + item * Lq * Dh) : nullptr;
+      const int64_t ldq = chunks == 1 ? dqv.sl : Dh;
       std::fill(qdone, qdone + nqt, char(0));
       const int64_t kv = mk.kv(b);
       const T* Kb = k.row(b, h, 0);
@@ -402,8 +421,8 @@ void backward_impl(const Tensor& qt, const Tensor& kt, const Tensor& vt, const T
         const int64_t w = std::min(BK, kv - j0);
         const T* Kj = Kb + j0 * k.sl;
         const T* Vj = Vb + j0 * v.sl;
-        T* dKj = dk ? dk + (bh * Lk + j0) * Dh : nullptr;
-        T* dVj = dv ? dv + (bh * Lk + j0) * Dv : nullptr;
+        T* dKj = dk ? dkv.row(b, h, j0) : nullptr;
+        T* dVj = dv ? dvv.row(b, h, j0) : nullptr;
         bool kdone = false;
         // Causal: the first query row that sees key j0 is j0 - off.
         const int64_t first = mk.causal ? std::clamp<int64_t>(j0 - mk.off, 0, Lq) : 0;
@@ -446,7 +465,7 @@ void backward_impl(const Tensor& qt, const Tensor& kt, const Tensor& vt, const T
           const T kbeta = kdone ? T(1) : T(0), qbeta = qdone[i0 / BQ] ? T(1) : T(0);
           kdone = true;
           qdone[i0 / BQ] = 1;
-          if (dVj) gemm(true, false, w, Dv, m, T(1), Pv, BK, dOi, dO.sl, kbeta, dVj, Dv);
+          if (dVj) gemm(true, false, w, Dv, m, T(1), Pv, BK, dOi, dO.sl, kbeta, dVj, dvv.sl);
           if (!need_ds) continue;
           for (int64_t r = 0; r < m; ++r) {  // dS = P (dP - D), in dP
             const T* s = S + r * BK;
@@ -456,21 +475,26 @@ void backward_impl(const Tensor& qt, const Tensor& kt, const Tensor& vt, const T
             for (int64_t j = 0; j < n; ++j) dp[j] = s[j] * (dp[j] - di);
             std::fill(dp + n, dp + w, T(0));
           }
-          if (dQ) gemm(false, false, m, Dh, w, scale, dP, BK, Kj, k.sl, qbeta, dQ + i0 * Dh, Dh);
-          if (dKj) gemm(true, false, w, Dh, m, scale, dP, BK, Qi, q.sl, kbeta, dKj, Dh);
+          if (dQ) gemm(false, false, m, Dh, w, scale, dP, BK, Kj, k.sl, qbeta, dQ + i0 * ldq, ldq);
+          if (dKj) gemm(true, false, w, Dh, m, scale, dP, BK, Qi, q.sl, kbeta, dKj, dkv.sl);
         }
         if (!kdone) {  // no query saw this key tile
-          if (dKj) std::fill(dKj, dKj + w * Dh, T(0));
-          if (dVj) std::fill(dVj, dVj + w * Dv, T(0));
+          for (int64_t r = 0; r < w; ++r) {
+            if (dKj) std::fill(dKj + r * dkv.sl, dKj + r * dkv.sl + Dh, T(0));
+            if (dVj) std::fill(dVj + r * dvv.sl, dVj + r * dvv.sl + Dv, T(0));
+          }
         }
       }
       // Keys past the sample's length, and query tiles no key reached, get zeros.
       const int64_t kz = std::clamp<int64_t>(kv, k0, k1);
-      if (dk) std::fill(dk + (bh * Lk + kz) * Dh, dk + (bh * Lk + k1) * Dh, T(0));
-      if (dv) std::fill(dv + (bh * Lk + kz) * Dv, dv + (bh * Lk + k1) * Dv, T(0));
+      for (int64_t j = kz; j < k1; ++j) {
+        if (dk) std::fill(dkv.row(b, h, j), dkv.row(b, h, j) + Dh, T(0));
+        if (dv) std::fill(dvv.row(b, h, j), dvv.row(b, h, j) + Dv, T(0));
+      }
       if (dQ)
         for (int64_t qt = 0; qt < nqt; ++qt)
-          if (!qdone[qt]) std::fill(dQ + qt * BQ * Dh, dQ + std::min(Lq, (qt + 1) * BQ) * Dh, T(0));
+          if (!qdone[qt])
+            for (int64_t i = qt * BQ; i < std::min(Lq, (qt + 1) * BQ); ++i) std::fill(dQ + i * ldq, dQ + i * ldq + Dh, T(0));
     }
   });
 
@@ -479,7 +503,7 @@ void backward_impl(const Tensor& qt, const Tensor& kt, const Tensor& vt, const T
     parallel_for(BH * Lq, std::max<int64_t>(1, 4096 / std::max<int64_t>(Dh, 1)), [&](int64_t rb, int64_t re) {
       for (int64_t r = rb; r < re; ++r) {
         const int64_t bh = r / Lq, i = r % Lq;
-        T* dst = dq + r * Dh;
+        T* dst = dqv.row(bh / H, bh % H, i);
         const T* src = pp + (bh * chunks * Lq + i) * Dh;
         for (int64_t d = 0; d < Dh; ++d) dst[d] = src[d];
         for (int64_t c = 1; c < chunks; ++c) {

@@ -146,12 +146,14 @@ function runBackward(root: Tensor, seed: Tensor | undefined, retainGraph: boolea
                      : wrap(native.full([...root.shape], 1, root.dtype, root.device));
   pending.set(root, seedT);
 
-  // Adds g into a leaf's .grad; the stored gradient is always an owned, contiguous tensor.
+  // Adds g into a leaf's .grad; the stored gradient is always an owned, contiguous tensor
+  // (later backward() calls accumulate into .grad in place).
   const toLeaf = (leaf: Tensor, g: Tensor): void => {
     if (leaf.grad === null || leaf.grad.disposed) {
-      // Always an owned copy: g may share storage with other gradients or views, and
-      // later backward() calls accumulate into .grad in place.
-      const own = wrap(native.contiguous(g.handle));
+      // A fresh gradient that nothing else references is taken over; one that shares
+      // storage with other gradients or views, or is still pending elsewhere, is copied.
+      const adopt = leaf._node === null && g !== seed && g.handle.soleOwner && !stored.has(g) && ![...pending.values()].includes(g);
+      const own = adopt ? g : wrap(native.contiguous(g.handle));
       leaf.grad = keep(own);
       stored.add(own);
     } else {
