@@ -6,6 +6,9 @@ import { noGrad } from '../ts/graph/autograd.js';
 import { tidy } from '../ts/graph/scope.js';
 import { tensor, randn } from '../ts/graph/creation.js';
 import { reshape, permute, transpose, contiguous, slice, select, concat, split, stack, expand, squeeze, unsqueeze, flatten } from '../ts/graph/ops/views.js';
+import { add, mul } from '../ts/graph/ops/elementwise.js';
+import { sum } from '../ts/graph/ops/reduce.js';
+import { linear } from '../ts/graph/ops/matmul.js';
 import { assertGradcheck } from './helpers/assert.js';
 
 const f64 = (shape: number[], seed: number) => randn(shape, { dtype: 'float64', seed, requiresGrad: true });
@@ -38,6 +41,34 @@ test('a leaf used twice through aliasing views gets independent gradient storage
   y2.backward(tensor([1, 1, 1, 1], undefined, { dtype: 'float64' }));
   t.deepEqual([...a.grad!.toArray()], [2, 3]);
   t.deepEqual([...b.grad!.toArray()], [4, 5]);
+});
+
+test('a fresh gradient is taken over into .grad; a shared one is copied, so grads never alias', (t) => {
+  const x = tensor([1, 2, 3], undefined, { dtype: 'float64', requiresGrad: true });
+  const fresh = randn([3], { dtype: 'float64', seed: 1 });
+  t.true(fresh.handle.soleOwner);
+  const view = reshape(fresh, [3, 1]);
+  t.false(fresh.handle.soleOwner, 'a second handle onto the storage');
+  t.false(slice(randn([4], { dtype: 'float64', seed: 2 }), 0, 1, 3).handle.soleOwner, 'a view of part of a storage');
+  view.dispose();
+  // The seed belongs to the caller: copied, and later accumulation leaves it unchanged.
+  const seed = tensor([1, 1, 1], undefined, { dtype: 'float64' });
+  reshape(x, [3]).backward(seed);
+  reshape(x, [3]).backward(seed);
+  t.deepEqual([...x.grad!.toArray()], [2, 2, 2]);
+  t.deepEqual([...seed.toArray()], [1, 1, 1]);
+  // Two leaves fed the same gradient storage (an add's backward aliases g) each own theirs.
+  const a = tensor([1, 2], undefined, { dtype: 'float64', requiresGrad: true });
+  const b = tensor([3, 4], undefined, { dtype: 'float64', requiresGrad: true });
+  add(mul(a, 1), mul(b, 1)).backward(tensor([5, 6], undefined, { dtype: 'float64' }));
+  native.axpy(a.grad!.handle, a.grad!.handle, 1);
+  t.deepEqual([...a.grad!.toArray()], [10, 12]);
+  t.deepEqual([...b.grad!.toArray()], [5, 6]);
+  // A linear layer's weight gradient is fresh: stored as it came, contiguous.
+  const w = randn([4, 3], { dtype: 'float64', seed: 3, requiresGrad: true });
+  sum(linear(randn([5, 3], { dtype: 'float64', seed: 4 }), w)).backward();
+  t.true(w.grad!.isContiguous);
+  t.true(w.grad!.handle.soleOwner);
 });
 
 test('backward needs a scalar or a gradient of the right shape', (t) => {
