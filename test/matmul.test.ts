@@ -201,11 +201,11 @@ test('float32 matmul and linear agree with float64 on larger sizes', (t) => {
   });
 });
 
-test('float32 few-row products (decode steps, the oneDNN primitive route): row and column tails, strided rows, bias, any thread count', (t) => {
+test('float32 products on the oneDNN primitive route (few rows: decode steps; deep and narrow: an MLP\'s second linear): row and column tails, strided rows, bias, any thread count', (t) => {
   tidy(() => {
     const c = (v: Tensor) => wrap(native.cast(v.handle, 'float32'));
     const prev = native.getNumThreads();
-    for (const [M, K, N] of [[1, 16, 64], [3, 31, 65], [5, 256, 130], [16, 259, 1000], [17, 64, 67], [64, 256, 193]] as const) {
+    for (const [M, K, N] of [[1, 16, 64], [3, 31, 65], [5, 256, 130], [16, 259, 1000], [17, 64, 67], [64, 256, 193], [200, 300, 128], [129, 512, 97]] as const) {
       const x = randn([M, K + 3], { dtype: 'float64', seed: M * 7 + K }), w = randn([N, K], { dtype: 'float64', seed: N });
       const b = randn([N], { dtype: 'float64', seed: 9 });
       const xs = slice(x, 1, 2, K + 2);  // rows strided by K + 3

@@ -314,16 +314,17 @@ namespace {
 
 // Where oneDNN's matmul primitive beats dnnl_sgemm in float32 (measured on 2 cores,
 // AVX-512): thin products (M or N <= 64, e.g. a decode step's vocabulary projection,
-// 111 vs 62 GFLOP/s). Deep products (K >= 256) were faster alone too (216 vs 164 on a
-// weight gradient) but not inside the CLIP training step (within its 5% noise), so
-// they stay on sgemm.
+// 111 vs 62 GFLOP/s), and deep, narrow x W^T (K >= 256, N <= 128: the MLP's second
+// linear, [8320, 512] x [512, 128]: 203 vs 172 GFLOP/s alone, 5.6 vs 6.6 ms in the CLIP
+// step). Other deep products (weight gradients) were as fast or slower in the step.
 // VLMKIT_GEMM_PRIMITIVES=0 keeps float32 on dnnl_sgemm (for comparisons).
-bool prefer_primitive(int64_t M, int64_t N) {
+bool prefer_primitive(bool ta, bool tb, int64_t M, int64_t N, int64_t K) {
   static const bool off = [] {
     const char* e = std::getenv("VLMKIT_GEMM_PRIMITIVES");
     return e && std::string(e) == "0";
   }();
-  return !off && (M <= 64 || N <= 64);
+  if (off) return false;
+  return M <= 64 || N <= 64 || (!ta && tb && K >= 256 && N <= 128);
 }
 
 }  // namespace
@@ -372,7 +373,7 @@ void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const 
   const int prev = small ? omp_get_max_threads() : 0;
   if (small) omp_set_num_threads(1);
   const bool bf16 = g_precision.load(std::memory_order_relaxed) == MatmulPrecision::kMedium && bf16_pays(M, N, K);
-  bool done = (bf16 || prefer_primitive(M, N)) && gemm_dnnl(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, bf16);
+  bool done = (bf16 || prefer_primitive(ta, tb, M, N, K)) && gemm_dnnl(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, bf16);
   if (!done) done = dnnl_sgemm(ta ? 'T' : 'N', tb ? 'T' : 'N', M, N, K, alpha, A, lda, B, ldb, beta, C, ldc) == dnnl_success;
   if (small) omp_set_num_threads(prev);
   if (done) return;
