@@ -385,6 +385,22 @@ test('linear backward: db is the row sum of g and dW one GEMM over all rows', (t
     assertClose(t, wrap(r.dx!).toArray(), dxRef.data, 1e-12, 1e-12, 'dx');
     const none = native.linearBackward(x.handle, w.handle, g.handle, false, false, false);
     t.deepEqual(none, { dx: null, dweight: null, dbias: null });
+    // float32 db over many 64-row blocks and a tail, from a strided g: close to the float64
+    // sum, and the same bits on any thread count.
+    const g64 = f64([1000, 131], 123);
+    const gs = slice(g64, 1, 1, 131);  // [1000, 130], rows strided by 131
+    const g32 = wrap(native.cast(gs.handle, 'float32'));
+    const x32 = wrap(native.cast(f64([1000, 8], 124).handle, 'float32')), w32 = wrap(native.cast(f64([130, 8], 125).handle, 'float32'));
+    const want = new Float64Array(130), gd = arr(wrap(native.cast(g32.handle, 'float64'))).data;
+    for (let row = 0; row < 1000; row++) for (let o = 0; o < 130; o++) want[o] += gd[row * 130 + o]!;
+    const prev = native.getNumThreads();
+    const dbs = [1, 2].map((n) => {
+      native.setNumThreads(n);
+      return wrap(native.linearBackward(x32.handle, w32.handle, g32.handle, false, false, true).dbias!).toArray();
+    });
+    native.setNumThreads(prev);
+    assertClose(t, dbs[0]!, want, 1e-4, 1e-5, 'float32 db');
+    t.deepEqual(dbs[1], dbs[0], 'float32 db: the same bits on 1 and 2 threads');
   });
 });
 

@@ -230,19 +230,31 @@ LinearGrads linear_backward(const Tensor& x, const Tensor& weight, const Tensor&
         gemm(!lg.flip, lx.flip, O, I, R, T(1), G, lg.ld, lx.tensor().data<T>(), lx.ld, T(0), out.dweight.data<T>(), I);
       }
     }
-    if (need_bias) {  // db [O]: each column summed over rows 0..R-1 in order, in double
+    if (need_bias) {  // db [O]: each column summed over rows 0..R-1 in a fixed order
       out.dbias = Tensor::empty({O}, x.dtype, Device::CPU);
       T* db = out.dbias.data<T>();
       const T* gp = g2.data<T>();
       const int64_t sr = g2.strides[0], sc = g2.strides[1];
+      // Blocks of kBlock rows are summed in T (a vectorised add per row), then each
+      // block's sums are added into double: the order depends on the sizes only, and
+      // float32 rounding stays that of 64-term sums (converting every element to double
+      // made db of a [8320, 512] gradient cost 1.1 ms, as much as a fifth of its GEMMs).
+      constexpr int64_t kBlock = 64;
       parallel_for(O, 64, [&](int64_t j0, int64_t j1) {
-        std::vector<double> acc(static_cast<size_t>(j1 - j0), 0.0);
-        for (int64_t r = 0; r < R; ++r) {
-          const T* row = gp + r * sr;
-          if (sc == 1) for (int64_t j = j0; j < j1; ++j) acc[j - j0] += row[j];
-          else for (int64_t j = j0; j < j1; ++j) acc[j - j0] += row[j * sc];
+        const int64_t n = j1 - j0;
+        std::vector<double> acc(static_cast<size_t>(n), 0.0);
+        std::vector<T> part(static_cast<size_t>(n));
+        for (int64_t r0 = 0; r0 < R; r0 += kBlock) {
+          std::fill(part.begin(), part.end(), T(0));
+          T* pp = part.data();
+          for (int64_t r = r0; r < std::min(R, r0 + kBlock); ++r) {
+            const T* row = gp + r * sr + j0 * sc;
+            if (sc == 1) for (int64_t j = 0; j < n; ++j) pp[j] += row[j];
+            else for (int64_t j = 0; j < n; ++j) pp[j] += row[j * sc];
+          }
+          for (int64_t j = 0; j < n; ++j) acc[j] += pp[j];
         }
-        for (int64_t j = j0; j < j1; ++j) db[j] = static_cast<T>(acc[j - j0]);
+        for (int64_t j = 0; j < n; ++j) db[j0 + j] = static_cast<T>(acc[j]);
       });
     }
   });
