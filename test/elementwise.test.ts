@@ -9,7 +9,7 @@ import { Tensor, wrap } from '../ts/graph/tensor.js';
 import { tensor, randn, rand, full } from '../ts/graph/creation.js';
 import { noGrad } from '../ts/graph/autograd.js';
 import { tidy } from '../ts/graph/scope.js';
-import { transpose, slice, reshape } from '../ts/graph/ops/views.js';
+import { transpose, slice, reshape, select } from '../ts/graph/ops/views.js';
 import {
   add, sub, mul, div, pow, maximum, minimum, neg, scale, exp, log, sqrt, tanh, sigmoid, relu, gelu, quickGelu, silu, abs,
 } from '../ts/graph/ops/elementwise.js';
@@ -259,6 +259,30 @@ test('numeric hazards: stable sigmoid/silu, log(0) = -inf, NaN propagates (both 
     assertClose(t, gelu(tensor([-8, -6], undefined, { dtype })).toArray(), [-8, -6].map(unaryRef.gelu), 0, 1e-4, `gelu tail ${dtype}`);
     const mx = maximum(tensor([NaN, 1], undefined, { dtype }), tensor([0, NaN], undefined, { dtype })).toArray();
     t.true(Number.isNaN(mx[0]!) && Number.isNaN(mx[1]!));
+  }
+});
+
+test('float32 sigmoid / silu / quick_gelu: contiguous runs (AVX-512 kernels where the CPU has them) and strided runs agree on hazards and every tail length', (t) => {
+  // Row r of a [n, 2] tensor's column 0 is strided (scalar path); the same values contiguous take the vector path.
+  const vals = [...hazards, ...grid.slice(0, 41)];
+  for (const n of [1, 5, 15, 16, 17, 33, vals.length]) {
+    const v = vals.slice(0, n);
+    const flat = tensor(v, undefined, { dtype: 'float32' });
+    const pairs = tensor(v.flatMap((x) => [x, 0]), [n, 2], { dtype: 'float32' });
+    const col = select(pairs, 1, 0);
+    const g = tensor(v.map((_, i) => 0.5 + (i % 7) * 0.25), undefined, { dtype: 'float32' });
+    for (const op of ['sigmoid', 'silu', 'quick_gelu'] as UnaryOp[]) {
+      const a = native.toArray(native.unary(op, flat.handle)), b = native.toArray(native.unary(op, col.handle));
+      let bad = '';
+      v.forEach((x, i) => { if (!closeOrBothNaN(a[i]!, b[i]!, 1e-37, 3e-7) && !bad) bad = `${op}(${x}): ${a[i]} vs ${b[i]}`; });
+      t.is(bad, '', `n=${n} ${bad}`);
+      t.true(v.every((x, i) => x !== -Infinity || op === 'sigmoid' || Object.is(a[i], -0)), `${op}(-inf) = -0`);
+      if (op === 'sigmoid') continue;
+      const da = native.toArray(native.unaryBackward(op, flat.handle, flat.handle, g.handle));
+      const db = native.toArray(native.unaryBackward(op, col.handle, col.handle, g.handle));
+      v.forEach((x, i) => { if (!closeOrBothNaN(da[i]!, db[i]!, 1e-30, 3e-7) && !bad) bad = `${op}'(${x}): ${da[i]} vs ${db[i]}`; });
+      t.is(bad, '', `n=${n} backward ${bad}`);
+    }
   }
 });
 

@@ -20,6 +20,7 @@
 #include "core/iter.h"
 #include "core/parallel.h"
 #include "core/vec_math.h"
+#include "cpu/elementwise_avx512.h"
 
 #define VLM_INLINE inline __attribute__((always_inline))
 
@@ -192,9 +193,71 @@ Tensor map1(const Tensor& x, F f) {
   return out;
 }
 
+// map1 / map3 for float32 whose unit-stride runs go to a vector kernel
+// vec(in..., out, n); strided runs use the scalar f.
+template <typename F, typename V>
+Tensor map1v(const Tensor& x, F f, V vec) {
+  Tensor out = Tensor::empty(x.shape, x.dtype, Device::CPU);
+  StridedLayout<2> lay(x.shape, {&out.strides, &x.strides});
+  float* o = out.data<float>();
+  const float* a = x.data<float>();
+  lay.parallel_runs([&](const std::array<int64_t, 2>& off, const std::array<int64_t, 2>& in, int64_t n) {
+    if (in[1] == 1) return vec(a + off[1], o + off[0], n);
+    for (int64_t i = 0; i < n; ++i) o[off[0] + i] = f(a[off[1] + i * in[1]]);
+  }, 16384);
+  return out;
+}
+template <typename F, typename V>
+Tensor map3v(const Tensor& x, const Tensor& gy, F f, V vec) {
+  Tensor out = Tensor::empty(x.shape, x.dtype, Device::CPU);
+  StridedLayout<3> lay(x.shape, {&out.strides, &x.strides, &gy.strides});
+  float* o = out.data<float>();
+  const float* xa = x.data<float>();
+  const float* ga = gy.data<float>();
+  lay.parallel_runs([&](const std::array<int64_t, 3>& off, const std::array<int64_t, 3>& in, int64_t n) {
+    if (in[1] == 1 && in[2] == 1) return vec(xa + off[1], ga + off[2], o + off[0], n);
+    for (int64_t i = 0; i < n; ++i) o[off[0] + i] = f(xa[off[1] + i * in[1]], ga[off[2] + i * in[2]]);
+  }, 16384);
+  return out;
+}
+
+// Sigmoid, SiLU and QuickGELU in float32 on AVX-512 CPUs (elementwise_avx512.h);
+// an empty Tensor when op is not one of them or the CPU lacks AVX-512.
+Tensor gate_forward_f32(UnaryOp op, const Tensor& x) {
+  if (!cpu::gate_avx512_available()) return Tensor();
+  auto run = [&](float a, bool times_x) {
+    return map1v(x,
+                 [a, times_x](float v) {
+                   float s = sigmoid(a * v);
+                   return !times_x ? s : s == 0.f ? -0.f : v * s;
+                 },
+                 [a, times_x](const float* in, float* out, int64_t n) { cpu::gate_forward_avx512(in, out, n, a, times_x); });
+  };
+  switch (op) {
+    case UnaryOp::Sigmoid: return run(1.f, false);
+    case UnaryOp::Silu: return run(1.f, true);
+    case UnaryOp::QuickGelu: return run(static_cast<float>(kQuick), true);
+    default: return Tensor();
+  }
+}
+Tensor gate_backward_f32(UnaryOp op, const Tensor& x, const Tensor& gy) {
+  if (!cpu::gate_avx512_available() || (op != UnaryOp::Silu && op != UnaryOp::QuickGelu)) return Tensor();
+  const float a = op == UnaryOp::Silu ? 1.f : static_cast<float>(kQuick);
+  return map3v(x, gy,
+               [a](float xv, float g) {
+                 float s = sigmoid(a * xv);
+                 return g * std::fma(a * xv * s, 1.f - s, s);
+               },
+               [a](const float* in, const float* g, float* out, int64_t n) { cpu::gate_backward_avx512(in, g, out, n, a); });
+}
+
 template <typename T>
 Tensor unary_typed(UnaryOp op, const Tensor& x) {
   using Mt = M<T>;
+  if constexpr (std::is_same_v<T, float>) {
+    Tensor y = gate_forward_f32(op, x);
+    if (y.storage) return y;
+  }
   switch (op) {
     case UnaryOp::Neg: return map1<T>(x, [](T v) { return -v; });
     case UnaryOp::Exp: return map1<T>(x, [](T v) { return Mt::exp(v); });
@@ -257,6 +320,10 @@ Tensor map3(const Tensor& x, const Tensor& y, const Tensor& gy, F f) {
 template <typename T>
 Tensor unary_backward_typed(UnaryOp op, const Tensor& x, const Tensor& y, const Tensor& gy) {
   using Mt = M<T>;
+  if constexpr (std::is_same_v<T, float>) {
+    Tensor dx = gate_backward_f32(op, x, gy);
+    if (dx.storage) return dx;
+  }
   switch (op) {
     case UnaryOp::Neg: return map3<T>(x, y, gy, [](T, T, T g) { return -g; });
     case UnaryOp::Exp: return map3<T>(x, y, gy, [](T, T yv, T g) { return g * yv; });
