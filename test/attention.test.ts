@@ -117,6 +117,33 @@ test('float32 agrees with the float64 reference at L = 100 and 197 (head dim 64)
   checkAgainstReference(t, 'peaked cross', q, k, v, { scale: 1 }, [5e-5, 2e-3]);
 });
 
+test('float32 tile products: the AVX-512 kernel and core GEMM both agree with the float64 reference', (t) => {
+  const kernels = native.attentionTileKernel() === 'avx512' ? ['avx512', 'gemm'] as const : ['gemm'] as const;
+  t.throws(() => native.attentionTileKernel('fast' as 'gemm'), { instanceOf: TypeError, message: /attentionTileKernel.*'avx512' or 'gemm'/ });
+  const m = u8(Array.from({ length: 2 * 70 * 41 }, (_, i) => ((i * 7919) % 6 === 0 ? 0 : 1)), [2, 1, 70, 41]);
+  const cases: [string, number, number, number, number, AttentionOptions][] = [
+    // [label, Lq, Lk, Dh, Dv, options]: 65 and 70 rows are one query tile (<= 64 + 16), 100 is two
+    ['ViT-sized, split heads', 65, 65, 32, 32, {}],
+    ['causal text', 24, 24, 32, 32, { causal: true }],
+    ['ragged cross, padding, mask', 70, 41, 40, 17, { keyPadding: [41, 9], mask: m, scale: 0.3 }],
+    ['two query tiles, dropout, causal', 100, 100, 64, 64, { causal: 'bottomRight', dropout: 0.2, seed: 5 }],
+    ['keys past one tile', 20, 300, 16, 16, { keyPadding: [300, 130] }],
+  ];
+  const prev = native.attentionTileKernel();
+  try {
+    for (const kernel of kernels) {
+      native.attentionTileKernel(kernel);
+      for (const [label, Lq, Lk, Dh, Dv, o] of cases) {
+        const split = (L: number, D: number, seed: number) => noGrad(() => permute(rnd([2, L, 3, D], seed, 'float32'), [0, 2, 1, 3]));
+        const q = split(Lq, Dh, 60), k = split(Lk, Dh, 61), v = split(Lk, Dv, 62);
+        checkAgainstReference(t, `${kernel}: ${label}`, q, k, v, o, [3e-5, 1e-3]);
+      }
+    }
+  } finally {
+    native.attentionTileKernel(prev);
+  }
+});
+
 // ---- gradient checks -----------------------------------------------------------------------
 
 test('gradients match central differences under each mask kind (float64)', (t) => {

@@ -213,6 +213,8 @@ export interface NativeBinding {
     { out: NT; lse: NT; dq: NT | null; dk: NT | null; dv: NT | null };
   /** Query rows x keys per tile (default 64 x 128); sets them when given. Returns the current pair. */
   attentionTiles(rows?: number, cols?: number): [number, number];
+  /** 'avx512' (default where the CPU has it) or 'gemm': what float32 attention tiles multiply with. */
+  attentionTileKernel(name?: 'avx512' | 'gemm'): 'avx512' | 'gemm';
 
   // ---- itm (binding/itm.cc): hard-negative mining and the fused 2-way ITM head (ops/itm.h).
   // image [B, D] or [B, Q, D] (max over queries), text [B, D], same float dtype; temperature divides the

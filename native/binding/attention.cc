@@ -1,7 +1,7 @@
 // attention family, binding: attentionForward(q, k, v, options) -> { out, lse },
 // attentionBackward(q, k, v, out, lse, gradOut, options, needs) -> { dq, dk, dv },
 // attentionReference(q, k, v, options, gradOut) -> float64 { out, lse, dq, dk, dv } and
-// attentionTiles(rows?, cols?). options = { scale, causal, causalOffset, mask, bias,
+// attentionTiles(rows?, cols?), attentionTileKernel(name?). options = { scale, causal, causalOffset, mask, bias,
 // keyPadding, dropout, seed, offset } (ops/attention.h). q, k, v, out and gradOut may be
 // strided views; one whose last stride is not 1 is copied contiguous first. mask and bias
 // are read through their (broadcast) strides; keyPadding is checked value by value.
@@ -271,11 +271,25 @@ Napi::Value attention_tiles(const Napi::CallbackInfo& info) {
   return r;
 }
 
+// attentionTileKernel(name?): 'avx512' (the default where the CPU has it) or 'gemm'
+// (core GEMM for the tile products); returns the kernel float32 tiles now use.
+Napi::Value attention_tile_kernel(const Napi::CallbackInfo& info) {
+  Args a(info, "attentionTileKernel");
+  if (a.has(0)) {
+    const Napi::Value v = info[0];
+    const std::string name = v.IsString() ? v.As<Napi::String>().Utf8Value() : "";
+    if (name != "avx512" && name != "gemm") type_error(a.op(), "name", "'avx512' or 'gemm'", describe(v));
+    cpu::attention_set_tile_kernel(name == "avx512");
+  }
+  return Napi::String::New(info.Env(), cpu::attention_tile_kernel_avx512() ? "avx512" : "gemm");
+}
+
 }  // namespace
 
 VLM_EXPORT("attentionForward", attention_forward);
 VLM_EXPORT("attentionBackward", attention_backward);
 VLM_EXPORT("attentionReference", attention_reference);
 VLM_EXPORT("attentionTiles", attention_tiles);
+VLM_EXPORT("attentionTileKernel", attention_tile_kernel);
 
 }  // namespace vlm::js

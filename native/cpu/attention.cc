@@ -29,11 +29,13 @@
 #include <cmath>
 #include <limits>
 #include <type_traits>
+#include <utility>
 #include <vector>
 #include "core/gemm.h"
 #include "core/parallel.h"
 #include "core/rng.h"
 #include "core/vec_math.h"
+#include "cpu/attention_avx512.h"
 
 namespace vlm {
 namespace cpu {
@@ -45,6 +47,9 @@ std::atomic<int64_t> g_rows{64};
 std::atomic<int64_t> g_cols{128};
 // The backward splits a (batch, head)'s keys into chunks until there are this many items.
 constexpr int64_t kMinItems = 16;
+// Whether float32 tile products may use the AVX-512 kernel (attention_avx512.h); tests
+// switch it off to run the core-GEMM path.
+std::atomic<bool> g_tile_kernel{true};
 
 template <typename T> constexpr DType dtype_of() { return std::is_same_v<T, float> ? DType::F32 : DType::F64; }
 Tensor scratch(int64_t n, DType dt) { return Tensor::empty({std::max<int64_t>(n, 1)}, dt, Device::CPU); }
@@ -80,6 +85,56 @@ void run_items(int64_t n, double work, F&& f) {
     const int64_t b = n * t / tn, e = n * (t + 1) / tn;
     if (b < e) f(t, b, e);
   }
+}
+
+// ---- tile products -----------------------------------------------------------------------
+
+// Query rows per tile: the set size, or all of Lq when it exceeds that by at most a
+// quarter (a 65-token ViT sequence is one tile, not 64 + 1: the one-row tile cost a
+// second pass over every dK / dV tile).
+int64_t query_rows(int64_t Lq) {
+  const int64_t rows = g_rows.load();
+  return Lq > rows && Lq <= rows + rows / 4 ? Lq : rows;
+}
+
+template <typename T>
+bool fast_tiles() {
+  if constexpr (std::is_same_v<T, float>) return g_tile_kernel.load(std::memory_order_relaxed) && tile_gemm_avx512_available();
+  return false;
+}
+
+// C = alpha op(A) B + beta C, B's rows contiguous: the AVX-512 kernel when `fast`, else
+// core gemm (single-threaded inside run_items).
+template <typename T>
+void tile_nn(bool fast, bool ta, int64_t m, int64_t n, int64_t k, T alpha, const T* A, int64_t lda, const T* B, int64_t ldb,
+             T beta, T* C, int64_t ldc) {
+  if constexpr (std::is_same_v<T, float>) {
+    if (fast) return tile_gemm_avx512(m, n, k, alpha, A, ta ? 1 : lda, ta ? lda : 1, B, ldb, beta, C, ldc);
+  }
+  gemm(ta, false, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
+// dst [cols, rows] (rows apart) = src [rows, cols] (ld apart)^T: a key or value tile
+// turned so that Q K^T and dO V^T are plain products for the AVX-512 kernel.
+template <typename T>
+void transpose_tile(const T* src, int64_t rows, int64_t cols, int64_t ld, T* dst) {
+  for (int64_t c = 0; c < cols; ++c)  // contiguous stores (strided ones cost ~3x)
+    for (int64_t r = 0; r < rows; ++r) dst[c * rows + r] = src[r * ld + c];
+}
+
+// C = alpha A B^T + beta C with B [n, k] (rows ldb apart): through bt (k x n scratch)
+// and the kernel when `fast`, else gemm's transposed operand. held remembers which B
+// (and width n) bt holds, so consecutive query tiles against the same key tile turn it
+// once.
+template <typename T>
+void tile_nt(bool fast, int64_t m, int64_t n, int64_t k, T alpha, const T* A, int64_t lda, const T* B, int64_t ldb, T beta,
+             T* C, int64_t ldc, T* bt, std::pair<const T*, int64_t>& held) {
+  if (fast) {
+    if (held.first != B || held.second != n) transpose_tile(B, n, k, ldb, bt);
+    held = {B, n};
+    return tile_nn(true, false, m, n, k, alpha, A, lda, bt, n, beta, C, ldc);
+  }
+  gemm(false, true, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc);
 }
 
 // ---- strided views -----------------------------------------------------------------------
@@ -259,7 +314,7 @@ void forward_impl(const Tensor& qt, const Tensor& kt, const Tensor& vt, const At
   const int64_t B = qt.shape[0], H = qt.shape[1], Lq = qt.shape[2], Dh = qt.shape[3];
   const int64_t Lk = kt.shape[2], Dv = vt.shape[3];
   if (B * H * Lq == 0) return;
-  const int64_t BQ = g_rows.load(), BK = g_cols.load();
+  const int64_t BQ = query_rows(Lq), BK = g_cols.load();
   const int64_t nqt = (Lq + BQ - 1) / BQ;
   const View<T> q = view_of<T>(qt), k = view_of<T>(kt), v = view_of<T>(vt);
   const OutView<T> ov = out_view_of<T>(&out);
@@ -270,9 +325,10 @@ void forward_impl(const Tensor& qt, const Tensor& kt, const Tensor& vt, const At
   const bool drop = o.dropout > 0;
   constexpr T ninf = -std::numeric_limits<T>::infinity();
 
-  // Per thread: the score tile, dropout factors, row max and row sum.
+  // Per thread: the score tile, dropout factors, row max and row sum, a turned key tile.
+  const bool fast = fast_tiles<T>();
   const int nt = std::max(1, num_threads());
-  const int64_t per = BQ * BK + BK + 2 * BQ;
+  const int64_t per = BQ * BK + BK + 2 * BQ + (fast ? BK * Dh : 0);
   Tensor buf = scratch(nt * per, dtype_of<T>());
 
   const double work = static_cast<double>(B * H) * static_cast<double>(Lq) * static_cast<double>(Lk) * static_cast<double>(Dh + Dv);
@@ -281,6 +337,8 @@ void forward_impl(const Tensor& qt, const Tensor& kt, const Tensor& vt, const At
     T* z = S + BQ * BK;
     T* mrow = z + BK;
     T* lrow = mrow + BQ;
+    T* kt = lrow + BQ;
+    std::pair<const T*, int64_t> kt_of{nullptr, 0};  // the key tile kt holds, and its width
     for (int64_t item = ib; item < ie; ++item) {
       const int64_t bh = item / nqt, i0 = (item % nqt) * BQ, b = bh / H, h = bh % H;
       const int64_t m = std::min(BQ, Lq - i0);
@@ -293,7 +351,7 @@ void forward_impl(const Tensor& qt, const Tensor& kt, const Tensor& vt, const At
       const int64_t kend = mk.limit(b, i0 + m - 1);  // the last row sees the most keys
       for (int64_t j0 = 0; j0 < kend; j0 += BK) {
         const int64_t w = std::min(BK, kend - j0);
-        gemm(false, true, m, w, Dh, scale, Q, q.sl, K + j0 * k.sl, k.sl, T(0), S, BK);
+        tile_nt(fast, m, w, Dh, scale, Q, q.sl, K + j0 * k.sl, k.sl, T(0), S, BK, kt, kt_of);
         for (int64_t r = 0; r < m; ++r) {
           const int64_t i = i0 + r;
           const int64_t we = std::clamp<int64_t>(mk.limit(b, i) - j0, 0, w);
@@ -323,7 +381,7 @@ void forward_impl(const Tensor& qt, const Tensor& kt, const Tensor& vt, const At
             for (int64_t j = 0; j < we; ++j) s[j] *= z[j];
           }
         }
-        gemm(false, false, m, Dv, w, T(1), S, BK, V + j0 * v.sl, v.sl, T(j0 > 0), O, osl);
+        tile_nn(fast, false, m, Dv, w, T(1), S, BK, V + j0 * v.sl, v.sl, T(j0 > 0), O, osl);
       }
       if (kend == 0)
         for (int64_t r = 0; r < m; ++r) std::fill(O + r * osl, O + r * osl + Dv, T(0));
@@ -358,7 +416,7 @@ void backward_impl(const Tensor& qt, const Tensor& kt, const Tensor& vt, const T
     if (dv) std::fill(dv, dv + dvt->numel(), T(0));
     return;
   }
-  const int64_t BQ = g_rows.load(), BK = g_cols.load();
+  const int64_t BQ = query_rows(Lq), BK = g_cols.load();
   const int64_t nkt = (Lk + BK - 1) / BK;
   const View<T> q = view_of<T>(qt), k = view_of<T>(kt), v = view_of<T>(vt), O = view_of<T>(outt),
                 dO = view_of<T>(doutt);
@@ -388,8 +446,11 @@ void backward_impl(const Tensor& qt, const Tensor& kt, const Tensor& vt, const T
   Tensor part;  // per (bh, chunk) dQ when chunks > 1
   if (dq && chunks > 1) part = scratch(BH * chunks * Lq * Dh, dtype_of<T>());
 
+  // Per thread: scores / P, dP / dS, P~, dropout factors, and the key and value tiles
+  // turned once per key tile (AVX-512 path).
+  const bool fast = fast_tiles<T>();
   const int nt = std::max(1, num_threads());
-  const int64_t per = 3 * BQ * BK + BK;
+  const int64_t per = 3 * BQ * BK + BK + (fast ? BK * (Dh + Dv) : 0);
   Tensor buf = scratch(nt * per, dtype_of<T>());
   const int64_t nqt = (Lq + BQ - 1) / BQ;
   std::vector<std::vector<int64_t>> wes(nt, std::vector<int64_t>(BQ));
@@ -401,6 +462,8 @@ void backward_impl(const Tensor& qt, const Tensor& kt, const Tensor& vt, const T
     T* dP = S + BQ * BK;             // dP~, then dP, then dS
     T* Pt = dP + BQ * BK;            // P~ (dropout)
     T* z = Pt + BQ * BK;
+    T* kT = z + BK;          // K tile^T [Dh, w]
+    T* vT = kT + BK * Dh;    // V tile^T [Dv, w]
     int64_t* we = wes[t].data();
     char* qdone = qdones[t].data();
     for (int64_t item = ib; item < ie; ++item) {
@@ -424,6 +487,10 @@ void backward_impl(const Tensor& qt, const Tensor& kt, const Tensor& vt, const T
         T* dKj = dk ? dkv.row(b, h, j0) : nullptr;
         T* dVj = dv ? dvv.row(b, h, j0) : nullptr;
         bool kdone = false;
+        if (fast) {
+          transpose_tile(Kj, w, Dh, k.sl, kT);
+          if (need_ds) transpose_tile(Vj, w, Dv, v.sl, vT);
+        }
         // Causal: the first query row that sees key j0 is j0 - off.
         const int64_t first = mk.causal ? std::clamp<int64_t>(j0 - mk.off, 0, Lq) : 0;
         for (int64_t i0 = first / BQ * BQ; i0 < Lq; i0 += BQ) {
@@ -438,7 +505,8 @@ void backward_impl(const Tensor& qt, const Tensor& kt, const Tensor& vt, const T
           const T* dOi = dO.row(b, h, i0);
           const T* Li = lse + bh * Lq + i0;
           const T* Di = D + bh * Lq + i0;
-          gemm(false, true, m, w, Dh, scale, Qi, q.sl, Kj, k.sl, T(0), S, BK);
+          if (fast) tile_nn(true, false, m, w, Dh, scale, Qi, q.sl, kT, w, T(0), S, BK);
+          else gemm(false, true, m, w, Dh, scale, Qi, q.sl, Kj, k.sl, T(0), S, BK);
           for (int64_t r = 0; r < m; ++r) {
             T* s = S + r * BK;
             const int64_t n = Li[r] == ninf ? 0 : we[r];  // a row that sees nothing has P = 0
@@ -447,7 +515,10 @@ void backward_impl(const Tensor& qt, const Tensor& kt, const Tensor& vt, const T
             std::fill(s + n, s + w, T(0));
             we[r] = n;
           }
-          if (need_ds) gemm(false, true, m, w, Dv, T(1), dOi, dO.sl, Vj, v.sl, T(0), dP, BK);
+          if (need_ds) {
+            if (fast) tile_nn(true, false, m, w, Dv, T(1), dOi, dO.sl, vT, w, T(0), dP, BK);
+            else gemm(false, true, m, w, Dv, T(1), dOi, dO.sl, Vj, v.sl, T(0), dP, BK);
+          }
           const T* Pv = S;  // the probabilities that multiplied V
           if (drop) {
             for (int64_t r = 0; r < m; ++r) {
@@ -465,7 +536,7 @@ void backward_impl(const Tensor& qt, const Tensor& kt, const Tensor& vt, const T
           const T kbeta = kdone ? T(1) : T(0), qbeta = qdone[i0 / BQ] ? T(1) : T(0);
           kdone = true;
           qdone[i0 / BQ] = 1;
-          if (dVj) gemm(true, false, w, Dv, m, T(1), Pv, BK, dOi, dO.sl, kbeta, dVj, dvv.sl);
+          if (dVj) tile_nn(fast, true, w, Dv, m, T(1), Pv, BK, dOi, dO.sl, kbeta, dVj, dvv.sl);
           if (!need_ds) continue;
           for (int64_t r = 0; r < m; ++r) {  // dS = P (dP - D), in dP
             const T* s = S + r * BK;
@@ -475,8 +546,8 @@ void backward_impl(const Tensor& qt, const Tensor& kt, const Tensor& vt, const T
             for (int64_t j = 0; j < n; ++j) dp[j] = s[j] * (dp[j] - di);
             std::fill(dp + n, dp + w, T(0));
           }
-          if (dQ) gemm(false, false, m, Dh, w, scale, dP, BK, Kj, k.sl, qbeta, dQ + i0 * ldq, ldq);
-          if (dKj) gemm(true, false, w, Dh, m, scale, dP, BK, Qi, q.sl, kbeta, dKj, dkv.sl);
+          if (dQ) tile_nn(fast, false, m, Dh, w, scale, dP, BK, Kj, k.sl, qbeta, dQ + i0 * ldq, ldq);
+          if (dKj) tile_nn(fast, true, w, Dh, m, scale, dP, BK, Qi, q.sl, kbeta, dKj, dkv.sl);
         }
         if (!kdone) {  // no query saw this key tile
           for (int64_t r = 0; r < w; ++r) {
@@ -632,6 +703,8 @@ void attention_get_tiles(int64_t& rows, int64_t& cols) {
   rows = g_rows.load();
   cols = g_cols.load();
 }
+void attention_set_tile_kernel(bool avx512) { g_tile_kernel.store(avx512); }
+bool attention_tile_kernel_avx512() { return fast_tiles<float>(); }
 
 }  // namespace cpu
 }  // namespace vlm

@@ -63,6 +63,10 @@ void attention_reference(const Tensor& q, const Tensor& k, const Tensor& v, cons
 // Query rows and keys per tile (tests force ragged tiles; benchmarks tune). Values >= 1.
 void attention_set_tiles(int64_t rows, int64_t cols);
 void attention_get_tiles(int64_t& rows, int64_t& cols);
+// Whether float32 tile products may use the AVX-512 kernel (cpu/attention_avx512.h; on
+// by default), and whether they do (the CPU has AVX-512 and it is on).
+void attention_set_tile_kernel(bool avx512);
+bool attention_tile_kernel_avx512();
 
 }  // namespace cpu
 }  // namespace vlm
