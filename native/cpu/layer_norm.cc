@@ -6,9 +6,11 @@
 #include "ops/layer_norm.h"
 #include <algorithm>
 #include <cmath>
+#include <type_traits>
 #include <vector>
 #include "core/lanes.h"
 #include "core/parallel.h"
+#include "cpu/layer_norm_avx512.h"
 
 namespace vlm {
 namespace cpu {
@@ -37,6 +39,14 @@ void layer_norm_forward(const Tensor& x, const Tensor* weight, const Tensor* bia
     T* yp = y.data<T>();
     T* mp = mean.data<T>();
     T* rp = rstd.data<T>();
+    if constexpr (std::is_same_v<T, float>) {
+      if (layer_norm_avx512_available()) {
+        parallel_for(R, std::max<int64_t>(1, 8192 / C), [&](int64_t r0, int64_t r1) {
+          for (int64_t r = r0; r < r1; ++r) layer_norm_row_forward_avx512(xp + r * C, w, b, C, eps, yp + r * C, mp + r, rp + r);
+        });
+        return;
+      }
+    }
     parallel_for(R, std::max<int64_t>(1, 8192 / C), [&](int64_t r0, int64_t r1) {
       for (int64_t r = r0; r < r1; ++r) {
         const T* xr = xp + r * C;
@@ -76,6 +86,10 @@ void layer_norm_backward(const Tensor& x, const Tensor* weight, const Tensor& me
 
     // One row: dx, and (when dw) the row's share of dweight/dbias into dw, db.
     auto row = [&](int64_t r, double* dw, double* db) {
+      if constexpr (std::is_same_v<T, float>) {
+        if (layer_norm_avx512_available())
+          return layer_norm_row_backward_avx512(xp + r * C, w, gp + r * C, C, mp[r], rp[r], dp + r * C, dw, db);
+      }
       const T* xr = xp + r * C;
       const T* gr = gp + r * C;
       T* dr = dp + r * C;
