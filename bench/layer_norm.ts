@@ -39,7 +39,7 @@ const vlm = {
   fwdBwd(x: NativeTensor, w: NativeTensor, b: NativeTensor, C: number, gy: NativeTensor): void {
     const r = native.layerNorm(x, w, b, C, eps);
     const g = native.layerNormBackward(x, w, r.mean, r.rstd, gy, C, true);
-    freeAll([r.y, r.mean, r.rstd, g.dx, g.dweight!, g.dbias!]);
+    freeAll([r.y, r.mean, r.rstd, g.dx!, g.dweight!, g.dbias!]);
   },
 };
 

@@ -9,6 +9,8 @@ import { reshape, permute, transpose, contiguous, slice, select, concat, split, 
 import { add, mul } from '../ts/graph/ops/elementwise.js';
 import { sum } from '../ts/graph/ops/reduce.js';
 import { linear } from '../ts/graph/ops/matmul.js';
+import { layerNorm } from '../ts/graph/ops/layer_norm.js';
+import { Tensor } from '../ts/graph/tensor.js';
 import { assertGradcheck } from './helpers/assert.js';
 
 const f64 = (shape: number[], seed: number) => randn(shape, { dtype: 'float64', seed, requiresGrad: true });
@@ -69,6 +71,34 @@ test('a fresh gradient is taken over into .grad; a shared one is copied, so grad
   sum(linear(randn([5, 3], { dtype: 'float64', seed: 4 }), w)).backward();
   t.true(w.grad!.isContiguous);
   t.true(w.grad!.handle.soleOwner);
+});
+
+test('fan-out through linear and layerNorm accumulates into the pending gradient in place (no adds), with the same gradients', (t) => {
+  // h feeds three linears (q, k, v as in attention) and a layerNorm; the residual add feeds x twice.
+  const x = randn([6, 5], { dtype: 'float64', seed: 11, requiresGrad: true });
+  const ws = [12, 13, 14].map((s) => randn([4, 5], { dtype: 'float64', seed: s, requiresGrad: true }));
+  const lw = randn([5], { dtype: 'float64', seed: 15, requiresGrad: true });
+  const cy = randn([6, 4], { dtype: 'float64', seed: 16 }), cz = randn([6, 5], { dtype: 'float64', seed: 17 });
+  const f = (xx: Tensor, a: Tensor, b: Tensor, c: Tensor, w: Tensor) => {
+    const h = mul(xx, 1.5);
+    const y = add(add(linear(h, a), linear(h, b)), linear(h, c));
+    return add(sum(mul(y, cy)), sum(mul(add(layerNorm(h, 5, w), layerNorm(h, 5)), cz)));
+  };
+  assertGradcheck(t, f, [x, ...ws, lw] as [Tensor, Tensor, Tensor, Tensor, Tensor], {}, 'fan-out');
+  const n = native as unknown as Record<string, (...a: unknown[]) => unknown>;
+  const orig = n.binary!;
+  const adds: string[] = [];
+  n.binary = (op: unknown, ...rest: unknown[]) => {
+    adds.push(String(op));
+    return orig(op, ...rest);
+  };
+  try {
+    tidy(() => f(x, ws[0]!, ws[1]!, ws[2]!, lw).backward());
+  } finally {
+    n.binary = orig;
+  }
+  // the forward's four adds (mul by a number is affine, not binary) and nothing in the backward
+  t.deepEqual(adds.filter((o) => o === 'add'), ['add', 'add', 'add', 'add'], 'no add of gradients in the backward');
 });
 
 test('backward needs a scalar or a gradient of the right shape', (t) => {

@@ -111,12 +111,19 @@ test('float32 agrees with float64 (forward and the one-pass backward; vector tai
     assertClose(t, native.toArray(f.mean), ref.mean, 1e-6, 1e-5, `mean C=${C}`);
     assertClose(t, native.toArray(f.rstd), ref.rstd, 1e-6, 1e-5, `rstd C=${C}`);
     const bw = native.layerNormBackward(x32.handle, w32?.handle ?? null, f.mean, f.rstd, g32.handle, C, true);
-    assertClose(t, native.toArray(bw.dx), ref.dx, 1e-4, 1e-3, `dx C=${C}`);
+    assertClose(t, native.toArray(bw.dx!), ref.dx, 1e-4, 1e-3, `dx C=${C}`);
     assertClose(t, native.toArray(bw.dweight!), ref.dw, 1e-4, 1e-4, `dweight C=${C}`);
     assertClose(t, native.toArray(bw.dbias!), ref.db, 1e-4, 1e-4, `dbias C=${C}`);
     const only = native.layerNormBackward(x32.handle, w32?.handle ?? null, f.mean, f.rstd, g32.handle, C, false);
     t.is(only.dweight, null);
-    t.deepEqual(native.toArray(only.dx), native.toArray(bw.dx), 'dx does not depend on weightGrads');
+    t.deepEqual(native.toArray(only.dx!), native.toArray(bw.dx!), 'dx does not depend on weightGrads');
+    // dxInto: dx is added into it in place and returned as null; the weight grads are unchanged.
+    const into = to32(f64([R, C], 34)), before = into.toArray();
+    const acc = native.layerNormBackward(x32.handle, w32?.handle ?? null, f.mean, f.rstd, g32.handle, C, true, into.handle);
+    t.is(acc.dx, null);
+    const want = Float32Array.from(native.toArray(bw.dx!), (v, i) => v + before[i]!);
+    t.deepEqual(into.toArray(), want, 'dx added into dxInto (float32, the same rounding)');
+    t.deepEqual(native.toArray(acc.dweight!), native.toArray(bw.dweight!));
   }
 });
 
@@ -143,7 +150,7 @@ test('dweight and dbias are bitwise identical for 1 and 2 threads', (t) => {
   const f = native.layerNorm(x.handle, w.handle, null, 96, 1e-5);
   const run = () => {
     const r = native.layerNormBackward(x.handle, w.handle, f.mean, f.rstd, g.handle, 96, true);
-    return [native.toArray(r.dx), native.toArray(r.dweight!), native.toArray(r.dbias!), native.toArray(native.layerNorm(x.handle, w.handle, null, 96, 1e-5).y)];
+    return [native.toArray(r.dx!), native.toArray(r.dweight!), native.toArray(r.dbias!), native.toArray(native.layerNorm(x.handle, w.handle, null, 96, 1e-5).y)];
   };
   try {
     native.setNumThreads(1);

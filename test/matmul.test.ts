@@ -14,7 +14,7 @@ import { Tensor, wrap } from '../ts/graph/tensor.js';
 import { randn, tensor, zeros } from '../ts/graph/creation.js';
 import { noGrad } from '../ts/graph/autograd.js';
 import { tidy } from '../ts/graph/scope.js';
-import { transpose, slice, expand } from '../ts/graph/ops/views.js';
+import { transpose, slice, expand, permute } from '../ts/graph/ops/views.js';
 import { matmul, linear } from '../ts/graph/ops/matmul.js';
 import { sumTo } from '../ts/graph/ops/reduce.js';
 import { assertClose, assertGradcheck } from './helpers/assert.js';
@@ -385,6 +385,15 @@ test('linear backward: db is the row sum of g and dW one GEMM over all rows', (t
     assertClose(t, wrap(r.dx!).toArray(), dxRef.data, 1e-12, 1e-12, 'dx');
     const none = native.linearBackward(x.handle, w.handle, g.handle, false, false, false);
     t.deepEqual(none, { dx: null, dweight: null, dbias: null });
+    // dxInto: dx is added into it in place (the GEMM's beta = 1) and returned as null.
+    const into = f64([4, 3, 6], 126), before = arr(into).data;
+    const ri = native.linearBackward(x.handle, w.handle, g.handle, true, false, false, into.handle);
+    t.is(ri.dx, null);
+    assertClose(t, arr(into).data, dxRef.data.map((v, i) => v + before[i]!), 1e-12, 1e-12, 'dx added into dxInto');
+    t.throws(() => native.linearBackward(x.handle, w.handle, g.handle, true, false, false, transpose(f64([6, 3, 4], 127)).handle),
+      { instanceOf: RangeError, message: /linearBackward: expected shape \[4, 3, 6\] for dxInto/ });
+    t.throws(() => native.linearBackward(x.handle, w.handle, g.handle, true, false, false, permute(f64([3, 4, 6], 128), [1, 0, 2]).handle),
+      { instanceOf: RangeError, message: /linearBackward: expected a contiguous tensor for dxInto but received a strided view/ });
     // float32 db over many 64-row blocks and a tail, from a strided g: close to the float64
     // sum, and the same bits on any thread count.
     const g64 = f64([1000, 131], 123);

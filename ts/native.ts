@@ -92,8 +92,11 @@ export interface NativeBinding {
   matmul(a: NT, b: NT, transA: boolean, transB: boolean): NT;
   /** y [..., out] = x [..., in] · weight [out, in]^T + bias [out]: one GEMM, the bias fused in. */
   linear(x: NT, weight: NT, bias: NT | null): NT;
-  /** dx = gy·W, dweight = gy^T·x (one GEMM over all rows), dbias = sum of gy over rows; null where not asked. */
-  linearBackward(x: NT, weight: NT, gy: NT, needX: boolean, needWeight: boolean, needBias: boolean):
+  /**
+   * dx = gy·W, dweight = gy^T·x (one GEMM over all rows), dbias = sum of gy over rows; null where
+   * not asked. With dxInto (contiguous, x's shape and dtype) dx is added into it in place and null.
+   */
+  linearBackward(x: NT, weight: NT, gy: NT, needX: boolean, needWeight: boolean, needBias: boolean, dxInto?: NT | null):
     { dx: NT | null; dweight: NT | null; dbias: NT | null };
 
   // ---- softmax (binding/softmax.cc)
@@ -102,8 +105,9 @@ export interface NativeBinding {
 
   // ---- layer_norm (binding/layer_norm.cc): normalises the trailing `size` elements
   layerNorm(x: NT, weight: NT | null, bias: NT | null, size: number, eps: number): { y: NT; mean: NT; rstd: NT };
-  layerNormBackward(x: NT, weight: NT | null, mean: NT, rstd: NT, gy: NT, size: number, weightGrads: boolean):
-    { dx: NT; dweight: NT | null; dbias: NT | null };
+  /** With dxInto (contiguous, x's shape and dtype) dx is added into it in place and returned as null. */
+  layerNormBackward(x: NT, weight: NT | null, mean: NT, rstd: NT, gy: NT, size: number, weightGrads: boolean, dxInto?: NT | null):
+    { dx: NT | null; dweight: NT | null; dbias: NT | null };
 
   // ---- dropout (binding/dropout.cc): the mask is regenerated from (seed, offset), never stored
   dropout(x: NT, p: number, seed: number, offset: number): NT;

@@ -76,6 +76,9 @@ Napi::Value layer_norm_backward(const Napi::CallbackInfo& info) {
   const Tensor& gy = a.tensor(4, "gy");
   int64_t size = a.integer(5, "size", 1, kMaxNumel);
   bool wgrads = a.boolean(6, "weightGrads");
+  // dxInto: a gradient to add dx into, in place (contiguous, x's shape and dtype); dx is
+  // then returned as null.
+  const Tensor* into = a.optional_tensor(7, "dxInto");
   int64_t rows = rows_of(op, x, size);
   Tensor wh;
   w = param(op, "weight", w, x, size, wh);
@@ -86,22 +89,28 @@ Napi::Value layer_norm_backward(const Napi::CallbackInfo& info) {
   if (mean.numel() != rows) range_error(op, "mean", "a tensor of " + std::to_string(rows) + " elements (one per row)", "shape " + shape_str(mean.shape));
   if (rstd.numel() != rows) range_error(op, "rstd", "a tensor of " + std::to_string(rows) + " elements (one per row)", "shape " + shape_str(rstd.shape));
   expect_shape(op, "gy", gy, x.shape);
+  if (into) {
+    expect_same_dtype(op, "dxInto", *into, x, "x");
+    expect_same_device(op, "dxInto", *into, x, "x");
+    expect_shape(op, "dxInto", *into, x.shape);
+    if (!into->is_contiguous()) range_error(op, "dxInto", "a contiguous tensor", "a strided view");
+  }
   Tensor xc = contiguous(x), mc = contiguous(mean), rc = contiguous(rstd), gc = contiguous(gy);
-  Tensor dx = Tensor::empty(x.shape, x.dtype, Device::CPU);
+  Tensor dx = into ? *into : Tensor::empty(x.shape, x.dtype, Device::CPU);
   Napi::Env env = info.Env();
   Napi::Object o = Napi::Object::New(env);
   if (wgrads) {
     Tensor dw = Tensor::empty({size}, x.dtype, Device::CPU);
     Tensor db = Tensor::empty({size}, x.dtype, Device::CPU);
-    cpu::layer_norm_backward(xc, w, mc, rc, gc, size, dx, &dw, &db);
+    cpu::layer_norm_backward(xc, w, mc, rc, gc, size, dx, &dw, &db, into != nullptr);
     o.Set("dweight", wrap(env, std::move(dw)));
     o.Set("dbias", wrap(env, std::move(db)));
   } else {
-    cpu::layer_norm_backward(xc, w, mc, rc, gc, size, dx, nullptr, nullptr);
+    cpu::layer_norm_backward(xc, w, mc, rc, gc, size, dx, nullptr, nullptr, into != nullptr);
     o.Set("dweight", env.Null());
     o.Set("dbias", env.Null());
   }
-  o.Set("dx", wrap(env, std::move(dx)));
+  o.Set("dx", into ? env.Null() : wrap(env, std::move(dx)));
   return o;
 }
 

@@ -102,10 +102,19 @@ Napi::Value linear_backward(const Napi::CallbackInfo& info) {
   Shape ys = x.shape;
   ys.back() = w.shape[0];
   expect_shape("linearBackward", "gy", gy, ys);
-  cpu::LinearGrads g = cpu::linear_backward(x, w, gy, nx, nw, nbias);
+  // dxInto: a gradient to add dx into, in place (contiguous, x's shape and dtype); dx is
+  // then returned as null.
+  const Tensor* into = a.optional_tensor(6, "dxInto");
+  if (into) {
+    expect_float_cpu("linearBackward", "dxInto", *into, &x, "x");
+    expect_shape("linearBackward", "dxInto", *into, x.shape);
+    if (!into->is_contiguous()) range_error("linearBackward", "dxInto", "a contiguous tensor", "a strided view");
+  }
+  Tensor into_t = into ? *into : Tensor();
+  cpu::LinearGrads g = cpu::linear_backward(x, w, gy, nx, nw, nbias, into && nx ? &into_t : nullptr);
   Napi::Env env = info.Env();
   Napi::Object o = Napi::Object::New(env);
-  o.Set("dx", nx ? wrap(env, std::move(g.dx)) : env.Null());
+  o.Set("dx", nx && !into ? wrap(env, std::move(g.dx)) : env.Null());
   o.Set("dweight", nw ? wrap(env, std::move(g.dweight)) : env.Null());
   o.Set("dbias", nbias ? wrap(env, std::move(g.dbias)) : env.Null());
   return o;

@@ -71,7 +71,8 @@ void layer_norm_forward(const Tensor& x, const Tensor* weight, const Tensor* bia
 
 // R rows, C cols: x, gy, dx [R, C]; weight [C] or null; mean, rstd [R]; dweight, dbias [C]
 void layer_norm_backward(const Tensor& x, const Tensor* weight, const Tensor& mean, const Tensor& rstd,
-                         const Tensor& gy, int64_t size, Tensor& dx, Tensor* dweight, Tensor* dbias) {
+                         const Tensor& gy, int64_t size, Tensor& dx, Tensor* dweight, Tensor* dbias,
+                         bool accumulate) {
   const int64_t C = size, R = C > 0 ? x.numel() / C : 0;
   const bool wgrads = dweight && dbias;
   dispatch_float(x.dtype, [&](auto zero) {
@@ -88,7 +89,7 @@ void layer_norm_backward(const Tensor& x, const Tensor* weight, const Tensor& me
     auto row = [&](int64_t r, double* dw, double* db) {
       if constexpr (std::is_same_v<T, float>) {
         if (layer_norm_avx512_available())
-          return layer_norm_row_backward_avx512(xp + r * C, w, gp + r * C, C, mp[r], rp[r], dp + r * C, dw, db);
+          return layer_norm_row_backward_avx512(xp + r * C, w, gp + r * C, C, mp[r], rp[r], dp + r * C, dw, db, accumulate);
       }
       const T* xr = xp + r * C;
       const T* gr = gp + r * C;
@@ -106,7 +107,8 @@ void layer_norm_backward(const Tensor& x, const Tensor* weight, const Tensor& me
       for (int64_t i = 0; i < C; ++i) {
         T xhat = (xr[i] - m) * rs;
         T dn = w ? gr[i] * w[i] : gr[i];
-        dr[i] = (dn - at - xhat * bt) * rs;
+        const T v = (dn - at - xhat * bt) * rs;
+        dr[i] = accumulate ? dr[i] + v : v;
       }
       if (dw) {
         for (int64_t i = 0; i < C; ++i) {

@@ -61,7 +61,7 @@ VLM_AVX512 void layer_norm_row_forward_avx512(const float* x, const float* w, co
 }
 
 VLM_AVX512 void layer_norm_row_backward_avx512(const float* x, const float* w, const float* gy, int64_t C, float mean,
-                                               float rstd, float* dx, double* dw, double* db) {
+                                               float rstd, float* dx, double* dw, double* db, bool accumulate) {
   const __m512 mv = _mm512_set1_ps(mean), rv = _mm512_set1_ps(rstd);
   __m512d a0 = _mm512_setzero_pd(), a1 = _mm512_setzero_pd(), b0 = _mm512_setzero_pd(), b1 = _mm512_setzero_pd();
   for (int64_t i = 0; i < C; i += 16) {
@@ -81,7 +81,9 @@ VLM_AVX512 void layer_norm_row_backward_avx512(const float* x, const float* w, c
     const __m512 dn = w ? _mm512_mul_ps(g, _mm512_maskz_loadu_ps(k, w + i)) : g;
     const __m512 xhat = _mm512_mul_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, x + i), mv), rv);
     // (dn - a - xhat b) rstd
-    _mm512_mask_storeu_ps(dx + i, k, _mm512_mul_ps(_mm512_sub_ps(_mm512_sub_ps(dn, at), _mm512_mul_ps(xhat, bt)), rv));
+    __m512 v = _mm512_mul_ps(_mm512_sub_ps(_mm512_sub_ps(dn, at), _mm512_mul_ps(xhat, bt)), rv);
+    if (accumulate) v = _mm512_add_ps(_mm512_maskz_loadu_ps(k, dx + i), v);
+    _mm512_mask_storeu_ps(dx + i, k, v);
     if (dw) {
       const __m512 gx = _mm512_mul_ps(g, xhat);
       const __mmask8 lo = __mmask8(k), hi = __mmask8(k >> 8);

@@ -15,10 +15,11 @@ bool layer_norm_avx512_available();
 void layer_norm_row_forward_avx512(const float* x, const float* w, const float* b, int64_t C, double eps, float* y,
                                    float* mean, float* rstd);
 
-// One row's dx from x, gy, the stored mean / rstd; w may be null. When dw is not null,
-// the row's gy * xhat and gy are added into dw and db (float64, C each).
+// One row's dx from x, gy, the stored mean / rstd (added into dx when accumulate); w may
+// be null. When dw is not null, the row's gy * xhat and gy are added into dw and db
+// (float64, C each).
 void layer_norm_row_backward_avx512(const float* x, const float* w, const float* gy, int64_t C, float mean, float rstd,
-                                    float* dx, double* dw, double* db);
+                                    float* dx, double* dw, double* db, bool accumulate);
 
 }  // namespace cpu
 }  // namespace vlm

@@ -184,7 +184,7 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor* bias) {
 }
 
 LinearGrads linear_backward(const Tensor& x, const Tensor& weight, const Tensor& gy, bool need_x, bool need_weight,
-                            bool need_bias) {
+                            bool need_bias, Tensor* dx_into) {
   const int64_t I = x.shape.back(), O = weight.shape[0];
   LinearGrads out;
   const Tensor g2 = rows_view(gy);
@@ -208,18 +208,20 @@ LinearGrads linear_backward(const Tensor& x, const Tensor& weight, const Tensor&
         std::vector<uint16_t> wh(static_cast<size_t>(wr * wc)), xh(static_cast<size_t>(xr * xc));
         to_bf16(lw.tensor().data<T>(), wr, wc, lw.ld, wh.data());
         to_bf16(lx.tensor().data<T>(), xr, xc, lx.ld, xh.data());
-        out.dx = Tensor::empty(x.shape, x.dtype, Device::CPU);
-        gemm(lg.flip, lw.flip, R, I, O, 1.f, gh.data(), gc, wh.data(), wc, 0.f, out.dx.data<T>(), I);
+        if (!dx_into) out.dx = Tensor::empty(x.shape, x.dtype, Device::CPU);
+        gemm(lg.flip, lw.flip, R, I, O, 1.f, gh.data(), gc, wh.data(), wc, dx_into ? 1.f : 0.f,
+             (dx_into ? *dx_into : out.dx).data<T>(), I);
         out.dweight = Tensor::empty({O, I}, x.dtype, Device::CPU);
         gemm(!lg.flip, lx.flip, O, I, R, 1.f, gh.data(), gc, xh.data(), xc, 0.f, out.dweight.data<T>(), I);
         need_x = need_weight = false;  // done; the bias below still runs
       }
     }
-    if (need_x) {  // dx [R, I] = g [R, O] . W [O, I]
-      out.dx = Tensor::empty(x.shape, x.dtype, Device::CPU);
-      if (out.dx.numel() > 0) {
+    if (need_x) {  // dx [R, I] = g [R, O] . W [O, I] (+ dx_into)
+      if (!dx_into) out.dx = Tensor::empty(x.shape, x.dtype, Device::CPU);
+      Tensor& dst = dx_into ? *dx_into : out.dx;
+      if (dst.numel() > 0) {
         const Operand lw = operand(weight);
-        gemm(lg.flip, lw.flip, R, I, O, T(1), G, lg.ld, lw.tensor().data<T>(), lw.ld, T(0), out.dx.data<T>(), I);
+        gemm(lg.flip, lw.flip, R, I, O, T(1), G, lg.ld, lw.tensor().data<T>(), lw.ld, T(dx_into ? 1 : 0), dst.data<T>(), I);
       }
     }
     if (need_weight) {  // dW [O, I] = g^T [O, R] . x [R, I]: the sum over rows is the GEMM's K

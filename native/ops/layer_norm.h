@@ -15,8 +15,10 @@ void layer_norm_forward(const Tensor& x, const Tensor* weight, const Tensor* bia
 // R rows, C = size. x, gy, dx contiguous [R*C]; weight [C] or null; mean, rstd [R].
 // dweight, dbias [C] are written only when both are non-null. Row chunks are fixed by
 // (R, C) alone and combined in order, so dweight/dbias are the same for any thread count.
+// accumulate: dx += the gradient instead of dx = (autograd's pending gradient for x).
 void layer_norm_backward(const Tensor& x, const Tensor* weight, const Tensor& mean, const Tensor& rstd,
-                         const Tensor& gy, int64_t size, Tensor& dx, Tensor* dweight, Tensor* dbias);
+                         const Tensor& gy, int64_t size, Tensor& dx, Tensor* dweight, Tensor* dbias,
+                         bool accumulate = false);
 
 }  // namespace cpu
 }  // namespace vlm

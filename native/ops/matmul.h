@@ -24,9 +24,11 @@ struct LinearGrads {
   Tensor dweight;  // [O, I]   = gy^T x, one GEMM over all R rows
   Tensor dbias;    // [O]      = sum of gy over rows, fixed order
 };
-// x [..., I], weight [O, I], gy [..., O]
+// x [..., I], weight [O, I], gy [..., O]. With dx_into (contiguous, x's shape and
+// dtype) dx is added into it (the GEMM's beta = 1; autograd passes a gradient already
+// pending for x) and the returned dx is empty.
 LinearGrads linear_backward(const Tensor& x, const Tensor& weight, const Tensor& gy, bool need_x, bool need_weight,
-                            bool need_bias);
+                            bool need_bias, Tensor* dx_into = nullptr);
 
 }  // namespace cpu
 }  // namespace vlm

@@ -2,8 +2,13 @@
 // closure; Tensor.backward() walks the recorded graph in reverse topological order.
 import type { Tensor } from './tensor.js';
 
-/** Returns one gradient per input (null where not needed); `needs[i]` says whether input i wants one. */
-export type BackwardFn = (grad: Tensor, needs: boolean[]) => (Tensor | null | undefined)[];
+/**
+ * Returns one gradient per input (null where not needed); `needs[i]` says whether input i wants one.
+ * `into[i]`, where not null, is a gradient already pending for input i that nothing else
+ * references (contiguous, the input's shape and dtype): a backward may add its gradient into it
+ * in place and return that very tensor, which saves the engine an add (linear and layerNorm do).
+ */
+export type BackwardFn = (grad: Tensor, needs: boolean[], into: (Tensor | null)[]) => (Tensor | null | undefined)[];
 
 export interface GradNode {
   name: string;

@@ -176,7 +176,15 @@ function runBackward(root: Tensor, seed: Tensor | undefined, retainGraph: boolea
     if (!node.backward)
       throw new Error(`backward: the graph through '${node.name}' was already freed by an earlier backward(); pass { retainGraph: true } to the first call`);
     const needs = node.inputs.map((x) => x.requiresGrad);
-    const grads = node.backward(g, needs);
+    // Pending gradients a backward may accumulate into in place: owned by nothing else.
+    const into = node.inputs.map((x, i) => {
+      const p = needs[i] ? pending.get(x) : undefined;
+      if (p === undefined || p === seed || p === g || stored.has(p) || !p.handle.soleOwner || p.dtype !== x.dtype) return null;
+      let n = 0;
+      for (const v of pending.values()) if (v === p) n++;
+      return n === 1 && node.inputs.indexOf(x) === i ? p : null;
+    });
+    const grads = node.backward(g, needs, into);
     if (!retainGraph) node.backward = null;
     const fresh = new Set<Tensor>([g]);
     for (let i = 0; i < node.inputs.length; i++) {
@@ -186,6 +194,7 @@ function runBackward(root: Tensor, seed: Tensor | undefined, retainGraph: boolea
       if (!sameShape(gi.shape, x.shape))
         throw new Error(`backward: '${node.name}' produced a gradient of shape [${gi.shape.join(', ')}] for an input of shape [${x.shape.join(', ')}]`);
       const prev = pending.get(x);
+      if (gi === prev) continue;  // accumulated in place (into)
       if (prev === undefined) {
         pending.set(x, gi);
       } else {

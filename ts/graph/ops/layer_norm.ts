@@ -61,10 +61,11 @@ export function layerNorm(x: Tensor, normalizedShape: readonly number[] | number
   if (w) inputs.push(w);
   if (b) inputs.push(b);
   const wi = w ? 1 : -1, bi = b ? (w ? 2 : 1) : -1;
-  record(y, op, inputs, (g, needs) => {
+  record(y, op, inputs, (g, needs, into) => {
     const params = (wi >= 0 && needs[wi]!) || (bi >= 0 && needs[bi]!);
-    const gr = native.layerNormBackward(x.handle, w?.handle ?? null, mean.handle, rstd.handle, g.handle, size, params);
-    const grads: (Tensor | null)[] = [needs[0] ? wrap(gr.dx) : (gr.dx.dispose(), null)];
+    const acc = needs[0] ? into[0] ?? null : null;  // dx added into x's pending gradient
+    const gr = native.layerNormBackward(x.handle, w?.handle ?? null, mean.handle, rstd.handle, g.handle, size, params, acc?.handle ?? null);
+    const grads: (Tensor | null)[] = [acc ?? (needs[0] ? wrap(gr.dx!) : (gr.dx!.dispose(), null))];
     const dw = gr.dweight, db = gr.dbias;
     if (wi >= 0) grads.push(needs[wi] && dw ? reshaped(dw, ns) : (dw?.dispose(), null));
     else dw?.dispose();

@@ -209,9 +209,10 @@ export function linear(x: Tensor, weight: Tensor, bias?: Tensor | null): Tensor 
   }
   const out = wrap(native.linear(x.handle, weight.handle, hasBias ? bias.handle : null));
   const inputs = hasBias ? [x, weight, bias] : [x, weight];
-  return record(out, 'linear', inputs, (g, needs) => {
-    const r = native.linearBackward(x.handle, weight.handle, g.handle, needs[0]!, needs[1]!, hasBias && needs[2]!);
-    const grads = [r.dx ? wrap(r.dx) : null, r.dweight ? wrap(r.dweight) : null];
+  return record(out, 'linear', inputs, (g, needs, into) => {
+    const acc = needs[0] ? into[0] ?? null : null;  // dx added into x's pending gradient
+    const r = native.linearBackward(x.handle, weight.handle, g.handle, needs[0]!, needs[1]!, hasBias && needs[2]!, acc?.handle ?? null);
+    const grads = [acc ?? (r.dx ? wrap(r.dx) : null), r.dweight ? wrap(r.dweight) : null];
     if (hasBias) grads.push(r.dbias ? wrap(r.dbias) : null);
     return grads;
   });
