@@ -223,6 +223,26 @@ test('float32 products on the oneDNN primitive route (few rows: decode steps; de
   });
 });
 
+test('float32 linear with a bias over many rows (chunked on the threads): against float64, the same bits on 1 and 2 threads', (t) => {
+  tidy(() => {
+    const c = (v: Tensor) => wrap(native.cast(v.handle, 'float32'));
+    const prev = native.getNumThreads();
+    for (const [R, K, N] of [[4000, 37, 100], [8320, 128, 128], [3100, 64, 33]] as const) {
+      const x = randn([R, K + 2], { dtype: 'float64', seed: R + K }), w = randn([N, K], { dtype: 'float64', seed: N });
+      const b = randn([N], { dtype: 'float64', seed: 5 });
+      const xs = slice(x, 1, 1, K + 1);  // rows strided by K + 2
+      const want = refLinear(arr(xs), arr(w), arr(b)).data;
+      const outs = [1, 2].map((n) => {
+        native.setNumThreads(n);
+        return linear(c(xs), c(w), c(b)).toArray();
+      });
+      native.setNumThreads(prev);
+      assertClose(t, outs[1]!, want, 1e-4, 1e-4, `${R}x${K}x${N}`);
+      t.deepEqual(outs[1], outs[0], `${R}x${K}x${N}: the same bits on 1 and 2 threads`);
+    }
+  });
+});
+
 test('weight packing (decode steps): packed products equal unpacked ones; only registered weights, only inside the scope', (t) => {
   tidy(() => {
     const c = (v: Tensor) => wrap(native.cast(v.handle, 'float32'));

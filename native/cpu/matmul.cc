@@ -3,7 +3,9 @@
 // backward (dx and dW as one GEMM each over all rows, db a fixed-order column sum).
 // Strided operands are read in place whenever their rows or columns are contiguous.
 #include "ops/matmul.h"
+#include <omp.h>
 #include <algorithm>
+#include <type_traits>
 #include <vector>
 #include "core/gemm.h"
 #include "core/parallel.h"
@@ -167,6 +169,36 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor* bias) {
   dispatch_float(x.dtype, [&](auto zero) {
     using T = decltype(zero);
     T* Y = y.data<T>();
+    if constexpr (std::is_same_v<T, float>) {
+      // Many rows with a bias: fixed chunks of rows, each filled with the bias and then
+      // accumulated into by a one-thread GEMM while it is still in L2, the chunks spread
+      // over the threads. One pass over y instead of two (the fill wrote all of y to
+      // memory and the GEMM read it back: ~0.3 ms of a [8320, 128] output's 1.6 ms in the
+      // CLIP step). Chunks depend on the shape only, so the bits do not depend on the
+      // thread count.
+      const int64_t chunk = std::max<int64_t>(64, (int64_t{192} << 10) / (4 * O));
+      if (bias && R >= 8 * chunk && !lx.flip && !omp_in_parallel() && num_threads() > 1 && !gemm_uses_bf16()) {
+        const float* bp = bias->data<float>();
+        const int64_t bs = bias->strides[0];
+        const float* X = lx.tensor().data<float>();
+        const float* Wp = lw.tensor().data<float>();
+        const int64_t nchunks = (R + chunk - 1) / chunk;
+        const int nt = num_threads();
+#pragma omp parallel num_threads(nt)
+        {
+          omp_set_num_threads(1);  // the GEMMs below run on this thread only
+          const int t = omp_get_thread_num(), tn = omp_get_num_threads();
+          for (int64_t c = nchunks * t / tn; c < nchunks * (t + 1) / tn; ++c) {
+            const int64_t r0 = c * chunk, m = std::min(chunk, R - r0);
+            float* Yc = Y + r0 * O;
+            for (int64_t r = 0; r < m; ++r)
+              for (int64_t j = 0; j < O; ++j) Yc[r * O + j] = bp[j * bs];
+            gemm(false, !lw.flip, m, O, I, 1.f, X + r0 * lx.ld, lx.ld, Wp, lw.ld, 1.f, Yc, O);
+          }
+        }
+        return;
+      }
+    }
     T beta = T(0);
     if (bias) {  // C starts as the bias in every row; the GEMM adds x W^T to it
       beta = T(1);
