@@ -6,10 +6,11 @@
 // Also: model FLOPs per sample (forward x 3 for a training step; attention counted dense),
 // achieved GFLOP/s and their share of the machine's GEMM ceiling, measured in the same run (a
 // 1024^3 float32 matmul at the same thread count), and a profile of one step by op family.
-// PyTorch runs right before vlmkit at each thread count, so both see similar load.
+// PyTorch and vlmkit alternate for --rounds rounds (default 3) at each thread count, so
+// both see the same load; the table gives the median of the rounds' medians and their ratio.
 // --precision medium runs vlmkit's GEMMs in bf16 (setFloat32MatmulPrecision) and PyTorch
 // under torch.autocast('cpu', bfloat16), so both sides use the same mixed precision.
-//   npx tsx bench/clip_train.ts [--threads 1,2] [--batch 128] [--repeats 5] [--warmup 2] [--precision highest|medium] [--no-torch] [--no-profile]
+//   npx tsx bench/clip_train.ts [--threads 1,2] [--batch 128] [--repeats 5] [--warmup 2] [--rounds 3] [--precision highest|medium] [--no-torch] [--no-profile]
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { loadavg } from 'node:os';
@@ -32,6 +33,7 @@ const threadList = arg('--threads', '1,2').split(',').map(Number).filter((n) => 
 const B = Number(arg('--batch', String(DEFAULT_CLIP_RUN.train.batchSize)));
 const repeats = Number(arg('--repeats', '5'));
 const warmup = Number(arg('--warmup', '2'));
+const rounds = Math.max(1, Number(arg('--rounds', '3')));
 const withTorch = !process.argv.includes('--no-torch');
 const withProfile = !process.argv.includes('--no-profile');
 const precision = arg('--precision', 'highest') as 'highest' | 'medium';
@@ -94,24 +96,33 @@ const results: Record<string, unknown>[] = [];
 let torchVersion: string | null = null;
 for (const threads of threadList) {
   native.setNumThreads(threads);
-  let torch: { median: number; min: number; torch: string; params: number } | null = null;
-  if (withTorch && torchAvailable()) {
-    const args = JSON.stringify({ vision: mc.vision, text: mc.text, embedDim: mc.embedDim, batch: B, threads, warmup, repeats, bf16: precision === 'medium' });
-    const script = `import json\nARGS = json.loads(${JSON.stringify(args)})\n` +
-      readFileSync(join(benchDir, 'clip_torch.py'), 'utf8');
-    torch = runTorch(script);
-    torchVersion = torch?.torch ?? torchVersion;
+  const median = (v: number[]) => [...v].sort((a, b) => a - b)[v.length >> 1]!;
+  const torchRounds: { median: number; min: number; torch: string; params: number }[] = [];
+  const ours: ReturnType<typeof timeit>[] = [];
+  for (let round = 0; round < rounds; round++) {
+    if (withTorch && torchAvailable()) {
+      const args = JSON.stringify({ vision: mc.vision, text: mc.text, embedDim: mc.embedDim, batch: B, threads, warmup, repeats, bf16: precision === 'medium' });
+      const script = `import json\nARGS = json.loads(${JSON.stringify(args)})\n` +
+        readFileSync(join(benchDir, 'clip_torch.py'), 'utf8');
+      const r = runTorch(script);
+      if (r) torchRounds.push(r);
+      torchVersion = r?.torch ?? torchVersion;
+    }
+    ours.push(timeit(() => { step(); }, { warmup, repeats }));
   }
-  const tm = timeit(() => { step(); }, { warmup, repeats });
+  const torch = torchRounds.length > 0
+    ? { ...torchRounds[0]!, median: median(torchRounds.map((r) => r.median)), min: Math.min(...torchRounds.map((r) => r.min)), rounds: torchRounds.map((r) => r.median) }
+    : null;
+  const tm = { median: median(ours.map((r) => r.median)), min: Math.min(...ours.map((r) => r.min)), times: ours.flatMap((r) => r.times), rounds: ours.map((r) => r.median) };
   const ceiling = gemmCeiling();
   const sps = B / tm.median;
   const gflops = (3 * flops.total * sps) / 1e9;
   const torchSps = torch ? B / torch.median : NaN;
   rows.push([threads, tm.median * 1000, sps, B / tm.min, gflops, ceiling, 100 * gflops / ceiling,
     torch ? torch.median * 1000 : '-', torch ? torchSps : '-', torch ? sps / torchSps : '-']);
-  results.push({ threads, vlmkit: { median: tm.median, min: tm.min, times: tm.times, samplesPerSec: sps, gflops }, gemmCeilingGflops: ceiling, torch, load: loadavg()[0] });
+  results.push({ threads, rounds, vlmkit: { median: tm.median, min: tm.min, rounds: tm.rounds, times: tm.times, samplesPerSec: sps, gflops }, gemmCeilingGflops: ceiling, torch, load: loadavg()[0] });
 }
-const title = `CLIP training step (${cfg.name}: ${(params / 1e6).toFixed(2)} M params, ${(3 * flops.total / 1e6).toFixed(0)} MFLOP/sample), batch ${B}, ` +
+const title = `CLIP training step (${cfg.name}: ${(params / 1e6).toFixed(2)} M params, ${(3 * flops.total / 1e6).toFixed(0)} MFLOP/sample), batch ${B}, median of ${rounds} alternating rounds of ${repeats} steps, ` +
   (precision === 'medium' ? 'bf16 GEMMs (vlmkit matmul precision medium; PyTorch autocast bfloat16)' : 'float32');
 const columns = ['threads', 'step ms', 'samples/s', 'best samples/s', 'GFLOP/s', 'GEMM ceiling GFLOP/s', '% of ceiling', 'torch step ms', 'torch samples/s', 'vs torch'];
 printTable(title, columns, rows);
