@@ -15,6 +15,7 @@ import { randn, tensor, zeros } from '../ts/graph/creation.js';
 import { noGrad } from '../ts/graph/autograd.js';
 import { tidy } from '../ts/graph/scope.js';
 import { transpose, slice, expand, permute } from '../ts/graph/ops/views.js';
+import { add } from '../ts/graph/ops/elementwise.js';
 import { matmul, linear } from '../ts/graph/ops/matmul.js';
 import { sumTo } from '../ts/graph/ops/reduce.js';
 import { assertClose, assertGradcheck } from './helpers/assert.js';
@@ -386,6 +387,25 @@ test('gradcheck linear: bias and none, 3-D x, non-contiguous x and weight', (t) 
   assertGradcheck(t, (x, w, b) => linear(x!, w!, b), [xt, wt, b], {}, 'strided x and weight');
   // only the weight
   assertGradcheck(t, (x, w, b) => linear(x!, w!, b), [f64([3, 5], 116), w, f64([4], 117)], {}, 'weight only');
+  // a residual added in the same pass: residual + x W^T + b; strided residual; residual only
+  const r = f64([2, 3, 4], 118).requiresGrad_();
+  assertGradcheck(t, (x, w, b, r) => linear(x!, w!, b, r), [x, w, b, r], {}, 'residual');
+  assertGradcheck(t, (x, w, r) => linear(x!, w!, null, r), [x, w, noGrad(() => transpose(f64([2, 4, 3], 119), 1, 2)).requiresGrad_()], {}, 'strided residual, no bias');
+  assertGradcheck(t, (r) => linear(x, w, b, r), [r], {}, 'residual only');
+});
+
+test('linear with a residual equals linear + add (to rounding: C starts as residual + bias)', (t) => {
+  tidy(() => {
+    const x = f64([4, 3, 6], 130), w = f64([5, 6], 131), b = f64([5], 132), r = f64([4, 3, 5], 133);
+    assertClose(t, linear(x, w, b, r).toArray(), add(r, linear(x, w, b)).toArray(), 1e-14, 1e-14, 'float64');
+    t.throws(() => linear(x, w, b, f64([4, 3, 6], 134)), { instanceOf: RangeError, message: 'linear: expected shape [4, 3, 5] (the output\'s) for residual but received shape [4, 3, 6]' });
+    t.throws(() => linear(x, w, b, wrap(native.cast(r.handle, 'float32'))), { instanceOf: TypeError, message: /linear: expected a float64 tensor \(the dtype of x\) for residual/ });
+    // 8320 rows: row chunks on the threads, the residual added in each chunk
+    const c = (v: Tensor) => wrap(native.cast(v.handle, 'float32'));
+    const X = c(f64([8320, 128], 135)), W = c(f64([96, 128], 136)), B = c(f64([96], 137)), Rs = c(f64([8320, 96], 138));
+    assertClose(t, linear(X, W, B, Rs).toArray(), add(Rs, linear(X, W, B)).toArray(), 1e-5, 1e-6, 'chunked float32');
+    assertClose(t, linear(X, W, null, Rs).toArray(), add(Rs, linear(X, W)).toArray(), 1e-5, 1e-6, 'chunked float32, no bias');
+  });
 });
 
 test('linear backward: db is the row sum of g and dW one GEMM over all rows', (t) => {

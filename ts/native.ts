@@ -91,7 +91,8 @@ export interface NativeBinding {
   // ---- matmul (binding/matmul.cc): [..., M, K] x [..., K, N], batch dims broadcast
   matmul(a: NT, b: NT, transA: boolean, transB: boolean): NT;
   /** y [..., out] = x [..., in] · weight [out, in]^T + bias [out]: one GEMM, the bias fused in. */
-  linear(x: NT, weight: NT, bias: NT | null): NT;
+  /** residual + x W^T + bias; residual (the output's shape) optional. */
+  linear(x: NT, weight: NT, bias: NT | null, residual?: NT | null): NT;
   /**
    * dx = gy·W, dweight = gy^T·x (one GEMM over all rows), dbias = sum of gy over rows; null where
    * not asked. With dxInto (contiguous, x's shape and dtype) dx is added into it in place and null.

@@ -73,7 +73,7 @@ void check_linear(const char* op, const Tensor& x, const Tensor& w) {
                 "shape " + shape_str(w.shape));
 }
 
-// linear(x, weight, bias | null) -> y [..., O] = x [..., I] W^T + bias
+// linear(x, weight, bias | null, residual?) -> y [..., O] = residual + x [..., I] W^T + bias
 Napi::Value linear(const Napi::CallbackInfo& info) {
   Args a(info, "linear");
   const Tensor& x = a.tensor(0, "x");
@@ -87,7 +87,13 @@ Napi::Value linear(const Napi::CallbackInfo& info) {
   Shape ys = x.shape;
   ys.back() = w.shape[0];
   expect_output_size("linear", ys);
-  return wrap(info.Env(), cpu::linear(x, w, b));
+  // residual: added to the output (y = residual + x W^T + b), y's shape
+  const Tensor* res = a.optional_tensor(3, "residual");
+  if (res) {
+    expect_float_cpu("linear", "residual", *res, &x, "x");
+    expect_shape("linear", "residual", *res, ys);
+  }
+  return wrap(info.Env(), cpu::linear(x, w, b, res));
 }
 
 // linearBackward(x, weight, gy, needX, needWeight, needBias) -> { dx, dweight, dbias } (null where not asked)

@@ -157,7 +157,7 @@ Tensor matmul(const Tensor& a, const Tensor& b, bool trans_a, bool trans_b) {
   return out;
 }
 
-Tensor linear(const Tensor& x, const Tensor& weight, const Tensor* bias) {
+Tensor linear(const Tensor& x, const Tensor& weight, const Tensor* bias, const Tensor* residual) {
   const int64_t I = x.shape.back(), O = weight.shape[0];
   Shape ys = x.shape;
   ys.back() = O;
@@ -166,20 +166,33 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor* bias) {
   const Tensor x2 = rows_view(x);
   const int64_t R = x2.shape[0];
   const Operand lx = operand(x2), lw = operand(weight);
+  const Tensor res = residual ? contiguous(*residual) : Tensor();
   dispatch_float(x.dtype, [&](auto zero) {
     using T = decltype(zero);
     T* Y = y.data<T>();
+    // Rows r0..r0+m of C before the GEMM adds x W^T: bias + residual (either may be absent).
+    const T* bp = bias ? bias->data<T>() : nullptr;
+    const int64_t bs = bias ? bias->strides[0] : 0;
+    const T* rp = residual ? res.data<T>() : nullptr;
+    auto start_rows = [&](int64_t r0, int64_t m) {
+      T* Yc = Y + r0 * O;
+      const T* Rc = rp ? rp + r0 * O : nullptr;
+      for (int64_t r = 0; r < m; ++r) {
+        T* yr = Yc + r * O;
+        if (bp && Rc) for (int64_t j = 0; j < O; ++j) yr[j] = Rc[r * O + j] + bp[j * bs];
+        else if (Rc) for (int64_t j = 0; j < O; ++j) yr[j] = Rc[r * O + j];
+        else for (int64_t j = 0; j < O; ++j) yr[j] = bp[j * bs];
+      }
+    };
     if constexpr (std::is_same_v<T, float>) {
-      // Many rows with a bias: fixed chunks of rows, each filled with the bias and then
-      // accumulated into by a one-thread GEMM while it is still in L2, the chunks spread
-      // over the threads. One pass over y instead of two (the fill wrote all of y to
-      // memory and the GEMM read it back: ~0.3 ms of a [8320, 128] output's 1.6 ms in the
-      // CLIP step). Chunks depend on the shape only, so the bits do not depend on the
-      // thread count.
+      // Many rows with a bias or residual: fixed chunks of rows, each filled with them and
+      // then accumulated into by a one-thread GEMM while it is still in L2, the chunks
+      // spread over the threads. One pass over y instead of two (the fill wrote all of y
+      // to memory and the GEMM read it back: ~0.3 ms of a [8320, 128] output's 1.6 ms in
+      // the CLIP step), and a residual costs no separate add. Chunks depend on the shape
+      // only, so the bits do not depend on the thread count.
       const int64_t chunk = std::max<int64_t>(64, (int64_t{192} << 10) / (4 * O));
-      if (bias && R >= 8 * chunk && !lx.flip && !omp_in_parallel() && num_threads() > 1 && !gemm_uses_bf16()) {
-        const float* bp = bias->data<float>();
-        const int64_t bs = bias->strides[0];
+      if ((bias || residual) && R >= 8 * chunk && !lx.flip && !omp_in_parallel() && num_threads() > 1 && !gemm_uses_bf16()) {
         const float* X = lx.tensor().data<float>();
         const float* Wp = lw.tensor().data<float>();
         const int64_t nchunks = (R + chunk - 1) / chunk;
@@ -190,24 +203,17 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor* bias) {
           const int t = omp_get_thread_num(), tn = omp_get_num_threads();
           for (int64_t c = nchunks * t / tn; c < nchunks * (t + 1) / tn; ++c) {
             const int64_t r0 = c * chunk, m = std::min(chunk, R - r0);
-            float* Yc = Y + r0 * O;
-            for (int64_t r = 0; r < m; ++r)
-              for (int64_t j = 0; j < O; ++j) Yc[r * O + j] = bp[j * bs];
-            gemm(false, !lw.flip, m, O, I, 1.f, X + r0 * lx.ld, lx.ld, Wp, lw.ld, 1.f, Yc, O);
+            start_rows(r0, m);
+            gemm(false, !lw.flip, m, O, I, 1.f, X + r0 * lx.ld, lx.ld, Wp, lw.ld, 1.f, Y + r0 * O, O);
           }
         }
         return;
       }
     }
     T beta = T(0);
-    if (bias) {  // C starts as the bias in every row; the GEMM adds x W^T to it
+    if (bias || residual) {  // C starts as bias + residual; the GEMM adds x W^T to it
       beta = T(1);
-      const T* bp = bias->data<T>();
-      const int64_t bs = bias->strides[0];
-      parallel_for(R, std::max<int64_t>(1, 16384 / O), [&](int64_t r0, int64_t r1) {
-        for (int64_t r = r0; r < r1; ++r)
-          for (int64_t j = 0; j < O; ++j) Y[r * O + j] = bp[j * bs];
-      });
+      parallel_for(R, std::max<int64_t>(1, 16384 / O), [&](int64_t r0, int64_t r1) { start_rows(r0, r1 - r0); });
     }
     // y [R, O] = x [R, I] . (W [O, I])^T
     gemm(lx.flip, !lw.flip, R, O, I, T(1), lx.tensor().data<T>(), lx.ld, lw.tensor().data<T>(), lw.ld, beta, Y, O);

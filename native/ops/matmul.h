@@ -15,9 +15,10 @@ namespace cpu {
 // single matrix, or a batched a against one shared b, is one multithreaded GEMM.
 Tensor matmul(const Tensor& a, const Tensor& b, bool trans_a, bool trans_b);
 
-// x [..., I], weight [O, I], bias [O] or null -> y [..., O] = x W^T + bias.
-// R = prod(x.shape[:-1]) rows go through one GEMM.
-Tensor linear(const Tensor& x, const Tensor& weight, const Tensor* bias);
+// x [..., I], weight [O, I], bias [O] or null, residual [..., O] or null ->
+// y [..., O] = residual + x W^T + bias (C starts as residual + bias: no separate add).
+// R = prod(x.shape[:-1]) rows go through one GEMM (or fixed row chunks, matmul.cc).
+Tensor linear(const Tensor& x, const Tensor& weight, const Tensor* bias, const Tensor* residual = nullptr);
 
 struct LinearGrads {
   Tensor dx;       // [..., I] = gy W            (empty when not asked for)

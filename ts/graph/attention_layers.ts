@@ -42,6 +42,8 @@ export interface MultiHeadAttentionCallOptions {
    * states of the ITC pass) placed in front of this call's keys and values.
    */
   prefix?: KeyValue | null;
+  /** Added to the output inside the output projection's pass (a block's skip connection). */
+  residual?: Tensor | null;
 }
 
 function checkSize(name: string, v: unknown): number {
@@ -159,7 +161,7 @@ export class MultiHeadAttention extends Module {
       causal: options.causal, mask: options.mask, keyPadding: options.keyPadding,
       dropout: this.training ? this.dropout : 0,
     });
-    return this.outProj.forward(reshape(permute(o, [0, 2, 1, 3]), [B, Lq, this.dim]));
+    return this.outProj.forward(reshape(permute(o, [0, 2, 1, 3]), [B, Lq, this.dim]), options.residual);
   }
 
   protected override extraRepr(): string {

@@ -9,7 +9,7 @@ import { linear } from './ops/matmul.js';
 import { layerNorm } from './ops/layer_norm.js';
 import { embedding } from './ops/gather.js';
 import { dropout } from './ops/dropout.js';
-import { gelu, quickGelu, relu, silu } from './ops/elementwise.js';
+import { add, gelu, quickGelu, relu, silu } from './ops/elementwise.js';
 
 /** A module that maps one tensor to one tensor (what Sequential chains). */
 export interface Layer extends Module {
@@ -52,8 +52,9 @@ export class Linear extends Module implements Layer {
     this.bias = options.bias ?? true ? this.param('bias', rand([outFeatures], { dtype, low: -bound, high: bound })) : null;
   }
 
-  forward(x: Tensor): Tensor {
-    return this.bias ? linear(x, this.weight, this.bias) : linear(x, this.weight);
+  /** x W^T + b; with `residual` (the output's shape), residual + x W^T + b in one pass. */
+  forward(x: Tensor, residual?: Tensor | null): Tensor {
+    return linear(x, this.weight, this.bias, residual);
   }
 
   protected override extraRepr(): string {
@@ -140,8 +141,13 @@ export class Dropout extends Module implements Layer {
     this.p = p;
   }
 
+  /** Whether forward() drops anything (p > 0 in training mode). */
+  get active(): boolean {
+    return this.p !== 0 && this.training;
+  }
+
   forward(x: Tensor): Tensor {
-    return this.p === 0 || !this.training ? x : dropout(x, this.p, { training: true });
+    return this.active ? dropout(x, this.p, { training: true }) : x;
   }
 
   protected override extraRepr(): string {
@@ -225,7 +231,14 @@ export class MLP extends Module implements Layer {
     this.drop = this.module('drop', new Dropout(options.dropout ?? 0));
   }
 
-  forward(x: Tensor): Tensor {
-    return this.drop.forward(this.fc2.forward(this.drop.forward(this.act.forward(this.fc1.forward(x)))));
+  /**
+   * fc2(act(fc1 x)), dropout after each when training; with `residual`, residual + that
+   * (added inside fc2's pass when no dropout follows fc2).
+   */
+  forward(x: Tensor, residual?: Tensor | null): Tensor {
+    const h = this.drop.forward(this.act.forward(this.fc1.forward(x)));
+    if (residual && !this.drop.active) return this.fc2.forward(h, residual);
+    const y = this.drop.forward(this.fc2.forward(h));
+    return residual ? add(residual, y) : y;
   }
 }

@@ -121,13 +121,17 @@ export class TransformerBlock extends Module {
     const ctx = options.context ?? null;
     const cross: MultiHeadAttentionCallOptions = { mask: options.contextMask, keyPadding: options.contextKeyPadding };
     const pre = this.config.norm === 'pre';
-    // one residual sub-layer, pre- or post-normalised
-    const sub = (h: Tensor, ln: LayerNorm, f: (u: Tensor) => Tensor): Tensor =>
-      pre ? add(h, this.drop.forward(f(ln.forward(h)))) : ln.forward(add(h, this.drop.forward(f(h))));
+    // one residual sub-layer, pre- or post-normalised; without dropout after it the skip
+    // connection is added inside the sub-layer's last linear (f's residual)
+    const sub = (h: Tensor, ln: LayerNorm, f: (u: Tensor, residual?: Tensor) => Tensor): Tensor => {
+      const u = pre ? ln.forward(h) : h;
+      const y = this.drop.active ? add(h, this.drop.forward(f(u))) : f(u, h);
+      return pre ? y : ln.forward(y);
+    };
 
-    let h = sub(x, this.ln1, (u) => this.attn.forward(u, null, self));
-    if (this.crossAttn && ctx !== null) h = sub(h, this.lnCross!, (u) => this.crossAttn!.forward(u, ctx, cross));
-    return sub(h, this.ln2, (u) => this.mlp.forward(u));
+    let h = sub(x, this.ln1, (u, r) => this.attn.forward(u, null, { ...self, residual: r }));
+    if (this.crossAttn && ctx !== null) h = sub(h, this.lnCross!, (u, r) => this.crossAttn!.forward(u, ctx, { ...cross, residual: r }));
+    return sub(h, this.ln2, (u, r) => this.mlp.forward(u, r));
   }
 }
 

@@ -192,8 +192,10 @@ function rows2dT(h: NT): NT {
  * y = x W^T + b, as torch.nn.functional.linear: x [..., in], weight [out, in],
  * bias [out] (optional) -> [..., out]. One GEMM with the bias fused; backward is one
  * GEMM each for dx and dweight (all leading dims of x flattened into rows).
+ * `residual` ([..., out], optional) is added to the result in the same pass
+ * (residual + x W^T + b, a transformer's skip connection without a separate add).
  */
-export function linear(x: Tensor, weight: Tensor, bias?: Tensor | null): Tensor {
+export function linear(x: Tensor, weight: Tensor, bias?: Tensor | null, residual?: Tensor | null): Tensor {
   checkOperand('linear', 'x', x);
   checkOperand('linear', 'weight', weight, x, 'x');
   if (x.ndim < 1) throw new RangeError(`linear: expected a tensor of rank at least 1 for x but received shape ${shapeStr(x.shape)}`);
@@ -207,13 +209,23 @@ export function linear(x: Tensor, weight: Tensor, bias?: Tensor | null): Tensor 
     if (bias.ndim !== 1 || bias.shape[0] !== outF)
       throw new RangeError(`linear: expected shape [${outF}] for bias but received shape ${shapeStr(bias.shape)}`);
   }
-  const out = wrap(native.linear(x.handle, weight.handle, hasBias ? bias.handle : null));
+  const hasRes = residual !== undefined && residual !== null;
+  if (hasRes) {
+    checkOperand('linear', 'residual', residual, x, 'x');
+    const ys = [...x.shape.slice(0, -1), outF];
+    if (!sameShape(residual.shape, ys))
+      throw new RangeError(`linear: expected shape ${shapeStr(ys)} (the output's) for residual but received shape ${shapeStr(residual.shape)}`);
+  }
+  const out = wrap(native.linear(x.handle, weight.handle, hasBias ? bias.handle : null, hasRes ? residual.handle : null));
   const inputs = hasBias ? [x, weight, bias] : [x, weight];
+  if (hasRes) inputs.push(residual);
   return record(out, 'linear', inputs, (g, needs, into) => {
     const acc = needs[0] ? into[0] ?? null : null;  // dx added into x's pending gradient
     const r = native.linearBackward(x.handle, weight.handle, g.handle, needs[0]!, needs[1]!, hasBias && needs[2]!, acc?.handle ?? null);
     const grads = [acc ?? (r.dx ? wrap(r.dx) : null), r.dweight ? wrap(r.dweight) : null];
     if (hasBias) grads.push(r.dbias ? wrap(r.dbias) : null);
+    // d residual = g, as a new handle (two inputs never receive the same gradient object)
+    if (hasRes) grads.push(needs[grads.length] ? wrap(native.view(g.handle, [...g.shape], g.strides, g.handle.offset)) : null);
     return grads;
   });
 }
