@@ -367,8 +367,11 @@ void forward_impl(const Tensor& qt, const Tensor& kt, const Tensor& vt, const At
             }
             mnew = std::numeric_limits<T>::quiet_NaN();
           }
-          const T alpha = std::exp(mrow[r] - mnew);  // 0 when mrow was -inf
-          const T sum = exp_sum_inplace(s, we, mnew);
+          // 0 when mrow was -inf (every row's first key tile: no exp call)
+          const T alpha = mrow[r] == ninf ? T(0) : std::exp(mrow[r] - mnew);
+          T sum;
+          if constexpr (std::is_same_v<T, float>) sum = fast ? exp_sum_avx512(s, we, mnew) : exp_sum_inplace(s, we, mnew);
+          else sum = exp_sum_inplace(s, we, mnew);
           std::fill(s + we, s + w, T(0));
           lrow[r] = lrow[r] * alpha + sum;
           mrow[r] = mnew;
@@ -511,7 +514,12 @@ void backward_impl(const Tensor& qt, const Tensor& kt, const Tensor& vt, const T
             T* s = S + r * BK;
             const int64_t n = Li[r] == ninf ? 0 : we[r];  // a row that sees nothing has P = 0
             if (n > 0 && mk.elementwise()) mk.apply(s, n, b, h, i0 + r, j0);
-            exp_inplace(s, n, Li[r]);
+            if constexpr (std::is_same_v<T, float>) {
+              if (fast) exp_avx512(s, n, Li[r]);
+              else exp_inplace(s, n, Li[r]);
+            } else {
+              exp_inplace(s, n, Li[r]);
+            }
             std::fill(s + n, s + w, T(0));
             we[r] = n;
           }

@@ -5,13 +5,13 @@
 // GCC 12's AVX-512 headers start some intrinsics from an "undefined" register, which
 // -Wmaybe-uninitialized reports at every use.
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
 #include <immintrin.h>
+#include "core/vec_math_avx512.h"
 
 namespace vlm {
 namespace cpu {
 namespace {
-
-#define VLM_AVX512 __attribute__((target("avx512f,fma")))
 
 inline __mmask16 tail_mask(int64_t cols) { return cols >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << cols) - 1); }
 
@@ -83,6 +83,26 @@ VLM_AVX512 void tile_gemm_avx512(int64_t m, int64_t n, int64_t k, float alpha, c
     const int64_t cols = n - j < 32 ? n - j : 32;
     if (cols > 16) rows<2>(m, k, alpha, a, ars, acs, b + j, ldb, beta, c + j, ldc, cols);
     else rows<1>(m, k, alpha, a, ars, acs, b + j, ldb, beta, c + j, ldc, cols);
+  }
+}
+
+VLM_AVX512 float exp_sum_avx512(float* s, int64_t n, float shift) {
+  const __m512 sh = _mm512_set1_ps(shift);
+  __m512 acc = _mm512_setzero_ps();
+  for (int64_t j = 0; j < n; j += 16) {
+    const __mmask16 m = tail_mask(n - j);
+    const __m512 e = vec::exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, s + j), sh));
+    _mm512_mask_storeu_ps(s + j, m, e);
+    acc = _mm512_mask_add_ps(acc, m, acc, e);
+  }
+  return _mm512_reduce_add_ps(acc);
+}
+
+VLM_AVX512 void exp_avx512(float* s, int64_t n, float shift) {
+  const __m512 sh = _mm512_set1_ps(shift);
+  for (int64_t j = 0; j < n; j += 16) {
+    const __mmask16 m = tail_mask(n - j);
+    _mm512_mask_storeu_ps(s + j, m, vec::exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, s + j), sh)));
   }
 }
 

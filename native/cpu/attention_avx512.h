@@ -17,5 +17,10 @@ bool tile_gemm_avx512_available();
 void tile_gemm_avx512(int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t ars, int64_t acs,
                       const float* b, int64_t ldb, float beta, float* c, int64_t ldc);
 
+// The softmax rows of a tile: s[j] = exp(s[j] - shift) for j < n (vec_math's exp_f32 on
+// 16 lanes, masked tail); the _sum form returns the row's sum (a fixed-order reduction).
+float exp_sum_avx512(float* s, int64_t n, float shift);
+void exp_avx512(float* s, int64_t n, float shift);
+
 }  // namespace cpu
 }  // namespace vlm

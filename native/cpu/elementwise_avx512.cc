@@ -7,37 +7,15 @@
 // -Wmaybe-uninitialized reports at every use.
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #include <immintrin.h>
+#include "core/vec_math_avx512.h"
 
 namespace vlm {
 namespace cpu {
 namespace {
 
-#define VLM_AVX512 __attribute__((target("avx512f,avx512dq,fma")))
-
-VLM_AVX512 inline __m512 exp16(__m512 x) {
-  const __m512 lo = _mm512_set1_ps(-87.3365447504f), magic = _mm512_set1_ps(12582912.f);
-  __m512 xc = _mm512_min_ps(_mm512_set1_ps(88.3762626647949f), x);  // NaN stays NaN (2nd operand)
-  xc = _mm512_max_ps(lo, xc);
-  __m512 t = _mm512_fmadd_ps(xc, _mm512_set1_ps(1.44269504088896341f), magic);
-  __m512 n = _mm512_sub_ps(t, magic);
-  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), xc);
-  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
-  __m512 p = _mm512_set1_ps(1.9875691500e-4f);
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
-  p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.f)));
-  __m512i ni = _mm512_sub_epi32(_mm512_castps_si512(t), _mm512_set1_epi32(0x4B400000));
-  __m512 scale = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(ni, _mm512_set1_epi32(127)), 23));
-  __m512 y = _mm512_mul_ps(p, scale);
-  return _mm512_mask_mov_ps(y, _mm512_cmp_ps_mask(x, lo, _CMP_LT_OQ), _mm512_setzero_ps());
-}
-
 // sigmoid(z), stable for large |z|.
 VLM_AVX512 inline __m512 sigmoid16(__m512 z) {
-  const __m512 e = exp16(_mm512_or_ps(z, _mm512_set1_ps(-0.f)));  // exp(-|z|)
+  const __m512 e = vec::exp16(_mm512_or_ps(z, _mm512_set1_ps(-0.f)));  // exp(-|z|)
   const __m512 s = _mm512_div_ps(_mm512_set1_ps(1.f), _mm512_add_ps(_mm512_set1_ps(1.f), e));
   return _mm512_mask_mul_ps(s, _mm512_cmp_ps_mask(z, _mm512_setzero_ps(), _CMP_NGE_UQ), e, s);  // z < 0 or NaN: e s
 }
