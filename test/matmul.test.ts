@@ -15,9 +15,9 @@ import { randn, tensor, zeros } from '../ts/graph/creation.js';
 import { noGrad } from '../ts/graph/autograd.js';
 import { tidy } from '../ts/graph/scope.js';
 import { transpose, slice, expand, permute } from '../ts/graph/ops/views.js';
-import { add } from '../ts/graph/ops/elementwise.js';
-import { matmul, linear } from '../ts/graph/ops/matmul.js';
-import { sumTo } from '../ts/graph/ops/reduce.js';
+import { add, mul, gelu, silu, quickGelu } from '../ts/graph/ops/elementwise.js';
+import { matmul, linear, linearActivation } from '../ts/graph/ops/matmul.js';
+import { sum, sumTo } from '../ts/graph/ops/reduce.js';
 import { assertClose, assertGradcheck } from './helpers/assert.js';
 import { errorsInChild } from './helpers/child.js';
 
@@ -406,6 +406,39 @@ test('linear with a residual equals linear + add (to rounding: C starts as resid
     assertClose(t, linear(X, W, B, Rs).toArray(), add(Rs, linear(X, W, B)).toArray(), 1e-5, 1e-6, 'chunked float32');
     assertClose(t, linear(X, W, null, Rs).toArray(), add(Rs, linear(X, W)).toArray(), 1e-5, 1e-6, 'chunked float32, no bias');
   });
+});
+
+test('linearActivation is act(linear): gradients (float64), the fused float32 path per row chunk, errors', (t) => {
+  const x = f64([2, 3, 5], 140).requiresGrad_(), w = f64([4, 5], 141).requiresGrad_(), b = f64([4], 142).requiresGrad_();
+  for (const act of ['gelu', 'gelu_tanh', 'quick_gelu', 'silu', 'relu'] as const) {
+    assertGradcheck(t, (x, w, b) => linearActivation(x!, w!, b, act), [x, w, b], {}, act);
+    assertClose(t, linearActivation(x, w, b, act).toArray(), wrap(native.unary(act, linear(x, w, b).handle)).toArray(), 1e-14, 1e-14, `${act} value`);
+  }
+  assertGradcheck(t, (x, w) => linearActivation(x!, w!, null, 'quick_gelu'), [x, w], {}, 'no bias');
+  tidy(() => {
+    // 8320 rows, float32: QuickGELU / SiLU applied per row chunk; others after the GEMM.
+    const c = (v: Tensor) => wrap(native.cast(v.handle, 'float32'));
+    const X = c(f64([8320, 64], 143)), W = c(f64([256, 64], 144)), B = c(f64([256], 145)), G = c(f64([8320, 256], 146));
+    for (const act of ['quick_gelu', 'silu', 'gelu'] as const) {
+      const r = native.linearActivation(X.handle, W.handle, B.handle, act);
+      const pre = linear(X, W, B);
+      t.deepEqual(native.toArray(r.pre), pre.toArray(), `${act}: pre is linear's`);
+      assertClose(t, native.toArray(r.out), native.toArray(native.unary(act, pre.handle)), 1e-6, 1e-6, `${act}: out is act(pre)`);
+      r.pre.dispose();
+      r.out.dispose();
+      // the node's backward equals linear's after the activation's
+      const [xa, wa, ba] = [X, W, B].map((v) => noGrad(() => v.detach()).requiresGrad_());
+      sum(mul(linearActivation(xa!, wa!, ba!, act), G)).backward();
+      const [xr, wr, br] = [X, W, B].map((v) => noGrad(() => v.detach()).requiresGrad_());
+      const unfused = act === 'gelu' ? gelu(linear(xr!, wr!, br!)) : act === 'silu' ? silu(linear(xr!, wr!, br!)) : quickGelu(linear(xr!, wr!, br!));
+      sum(mul(unfused, G)).backward();
+      assertClose(t, xa!.grad!.toArray(), xr!.grad!.toArray(), 1e-4, 1e-4, `${act}: dx`);
+      assertClose(t, wa!.grad!.toArray(), wr!.grad!.toArray(), 1e-3, 1e-4, `${act}: dweight`);
+      assertClose(t, ba!.grad!.toArray(), br!.grad!.toArray(), 1e-3, 1e-4, `${act}: dbias`);
+    }
+  });
+  t.throws(() => linearActivation(x, w, b, 'tanh' as 'relu'), { instanceOf: TypeError, message: /linearActivation: expected one of 'gelu', 'gelu_tanh', 'quick_gelu', 'silu', 'relu' for act but received/ });
+  t.throws(() => linearActivation(x, f64([4, 6], 147), b, 'relu'), { instanceOf: RangeError, message: /linearActivation: expected a shape \[out, 5\]/ });
 });
 
 test('linear backward: db is the row sum of g and dW one GEMM over all rows', (t) => {

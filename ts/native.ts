@@ -93,6 +93,8 @@ export interface NativeBinding {
   /** y [..., out] = x [..., in] · weight [out, in]^T + bias [out]: one GEMM, the bias fused in. */
   /** residual + x W^T + bias; residual (the output's shape) optional. */
   linear(x: NT, weight: NT, bias: NT | null, residual?: NT | null): NT;
+  /** pre = x W^T + bias, out = act(pre) (gated acts applied per row chunk on the fast path). */
+  linearActivation(x: NT, weight: NT, bias: NT | null, act: UnaryOp): { pre: NT; out: NT };
   /**
    * dx = gy·W, dweight = gy^T·x (one GEMM over all rows), dbias = sum of gy over rows; null where
    * not asked. With dxInto (contiguous, x's shape and dtype) dx is added into it in place and null.

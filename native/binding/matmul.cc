@@ -96,6 +96,34 @@ Napi::Value linear(const Napi::CallbackInfo& info) {
   return wrap(info.Env(), cpu::linear(x, w, b, res));
 }
 
+// linearActivation(x, weight, bias | null, act) -> { pre: x W^T + bias, out: act(pre) }:
+// an MLP's first linear with its activation applied per row chunk where it can be
+// (ops/matmul.h); act is a unary op name.
+Napi::Value linear_activation(const Napi::CallbackInfo& info) {
+  Args a(info, "linearActivation");
+  const Tensor& x = a.tensor(0, "x");
+  const Tensor& w = a.tensor(1, "weight");
+  const Tensor* b = a.optional_tensor(2, "bias");
+  check_linear("linearActivation", x, w);
+  if (b) {
+    expect_float_cpu("linearActivation", "bias", *b, &x, "x");
+    expect_shape("linearActivation", "bias", *b, {w.shape[0]});
+  }
+  const Napi::Value av = info.Length() > 3 ? info[3] : info.Env().Undefined();
+  UnaryOp act;
+  if (!av.IsString() || !parse_unary_op(av.As<Napi::String>().Utf8Value(), act))
+    type_error("linearActivation", "act", "a unary op name", describe(av));
+  Shape ys = x.shape;
+  ys.back() = w.shape[0];
+  expect_output_size("linearActivation", ys);
+  cpu::LinearActivation r = cpu::linear_activation(x, w, b, act);
+  Napi::Env env = info.Env();
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("pre", wrap(env, std::move(r.pre)));
+  o.Set("out", wrap(env, std::move(r.out)));
+  return o;
+}
+
 // linearBackward(x, weight, gy, needX, needWeight, needBias) -> { dx, dweight, dbias } (null where not asked)
 Napi::Value linear_backward(const Napi::CallbackInfo& info) {
   Args a(info, "linearBackward");
@@ -131,5 +159,6 @@ Napi::Value linear_backward(const Napi::CallbackInfo& info) {
 VLM_EXPORT("matmul", matmul);
 VLM_EXPORT("linear", linear);
 VLM_EXPORT("linearBackward", linear_backward);
+VLM_EXPORT("linearActivation", linear_activation);
 
 }  // namespace vlm::js

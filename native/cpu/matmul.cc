@@ -9,7 +9,9 @@
 #include <vector>
 #include "core/gemm.h"
 #include "core/parallel.h"
+#include "cpu/elementwise_avx512.h"
 #include "ops/copy.h"
+#include "ops/elementwise.h"
 
 namespace vlm {
 namespace cpu {
@@ -157,7 +159,12 @@ Tensor matmul(const Tensor& a, const Tensor& b, bool trans_a, bool trans_b) {
   return out;
 }
 
-Tensor linear(const Tensor& x, const Tensor& weight, const Tensor* bias, const Tensor* residual) {
+namespace {
+
+// y = residual + x W^T + bias. With gate != 0 and on the row-chunked path, act_out is
+// allocated and each chunk's x sigmoid(gate x) written to it while the chunk is in L2.
+Tensor linear_impl(const Tensor& x, const Tensor& weight, const Tensor* bias, const Tensor* residual, float gate,
+                   Tensor* act_out) {
   const int64_t I = x.shape.back(), O = weight.shape[0];
   Shape ys = x.shape;
   ys.back() = O;
@@ -197,6 +204,11 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor* bias, const T
         const float* Wp = lw.tensor().data<float>();
         const int64_t nchunks = (R + chunk - 1) / chunk;
         const int nt = num_threads();
+        float* A = nullptr;
+        if (gate != 0.f) {
+          *act_out = Tensor::empty(y.shape, y.dtype, Device::CPU);
+          A = act_out->data<float>();
+        }
 #pragma omp parallel num_threads(nt)
         {
           omp_set_num_threads(1);  // the GEMMs below run on this thread only
@@ -205,6 +217,7 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor* bias, const T
             const int64_t r0 = c * chunk, m = std::min(chunk, R - r0);
             start_rows(r0, m);
             gemm(false, !lw.flip, m, O, I, 1.f, X + r0 * lx.ld, lx.ld, Wp, lw.ld, 1.f, Y + r0 * O, O);
+            if (A) gate_forward_avx512(Y + r0 * O, A + r0 * O, m * O, gate, true);
           }
         }
         return;
@@ -219,6 +232,23 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor* bias, const T
     gemm(lx.flip, !lw.flip, R, O, I, T(1), lx.tensor().data<T>(), lx.ld, lw.tensor().data<T>(), lw.ld, beta, Y, O);
   });
   return y;
+}
+
+// The gate constant of a sigmoid-gated activation (x sigmoid(a x)), or 0 for any other.
+float gate_of(UnaryOp act) { return act == UnaryOp::QuickGelu ? 1.702f : act == UnaryOp::Silu ? 1.f : 0.f; }
+
+}  // namespace
+
+Tensor linear(const Tensor& x, const Tensor& weight, const Tensor* bias, const Tensor* residual) {
+  return linear_impl(x, weight, bias, residual, 0.f, nullptr);
+}
+
+LinearActivation linear_activation(const Tensor& x, const Tensor& weight, const Tensor* bias, UnaryOp act) {
+  LinearActivation r;
+  const float gate = x.dtype == DType::F32 && gate_avx512_available() ? gate_of(act) : 0.f;
+  r.pre = linear_impl(x, weight, bias, nullptr, gate, &r.out);
+  if (!r.out.storage) r.out = unary(act, r.pre);  // not fused: the elementwise family's kernel
+  return r;
 }
 
 LinearGrads linear_backward(const Tensor& x, const Tensor& weight, const Tensor& gy, bool need_x, bool need_weight,

@@ -5,6 +5,7 @@
 // copied once. Outputs are fresh contiguous tensors. Shapes are checked by the binding.
 #pragma once
 #include "core/tensor.h"
+#include "ops/elementwise.h"
 
 namespace vlm {
 namespace cpu {
@@ -19,6 +20,14 @@ Tensor matmul(const Tensor& a, const Tensor& b, bool trans_a, bool trans_b);
 // y [..., O] = residual + x W^T + bias (C starts as residual + bias: no separate add).
 // R = prod(x.shape[:-1]) rows go through one GEMM (or fixed row chunks, matmul.cc).
 Tensor linear(const Tensor& x, const Tensor& weight, const Tensor* bias, const Tensor* residual = nullptr);
+
+// pre = x W^T + bias and out = act(pre) (an MLP's first linear and its activation). On the
+// row-chunked float32 path a sigmoid-gated act (SiLU, QuickGELU) is applied to each chunk
+// while it is in L2; otherwise out is the elementwise family's unary(act, pre).
+struct LinearActivation {
+  Tensor pre, out;
+};
+LinearActivation linear_activation(const Tensor& x, const Tensor& weight, const Tensor* bias, UnaryOp act);
 
 struct LinearGrads {
   Tensor dx;       // [..., I] = gy W            (empty when not asked for)

@@ -5,7 +5,7 @@ import type { DType } from '../native.js';
 import { Tensor } from './tensor.js';
 import { describe, ones, rand, randn, zeros } from './creation.js';
 import { Module } from './module.js';
-import { linear } from './ops/matmul.js';
+import { linear, linearActivation } from './ops/matmul.js';
 import { layerNorm } from './ops/layer_norm.js';
 import { embedding } from './ops/gather.js';
 import { dropout } from './ops/dropout.js';
@@ -236,7 +236,8 @@ export class MLP extends Module implements Layer {
    * (added inside fc2's pass when no dropout follows fc2).
    */
   forward(x: Tensor, residual?: Tensor | null): Tensor {
-    const h = this.drop.forward(this.act.forward(this.fc1.forward(x)));
+    // fc1 and the activation as one node (linearActivation: the activation in fc1's pass)
+    const h = this.drop.forward(linearActivation(x, this.fc1.weight, this.fc1.bias, this.act.kind));
     if (residual && !this.drop.active) return this.fc2.forward(h, residual);
     const y = this.drop.forward(this.fc2.forward(h));
     return residual ? add(residual, y) : y;
