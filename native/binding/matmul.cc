@@ -73,20 +73,26 @@ void check_linear(const char* op, const Tensor& x, const Tensor& w) {
                 "shape " + shape_str(w.shape));
 }
 
+// x, weight and bias (or null) of a forward linear; returns the output's shape.
+Shape check_linear_forward(const char* op, const Tensor& x, const Tensor& w, const Tensor* b) {
+  check_linear(op, x, w);
+  if (b) {
+    expect_float_cpu(op, "bias", *b, &x, "x");
+    expect_shape(op, "bias", *b, {w.shape[0]});
+  }
+  Shape ys = x.shape;
+  ys.back() = w.shape[0];
+  expect_output_size(op, ys);
+  return ys;
+}
+
 // linear(x, weight, bias | null, residual?) -> y [..., O] = residual + x [..., I] W^T + bias
 Napi::Value linear(const Napi::CallbackInfo& info) {
   Args a(info, "linear");
   const Tensor& x = a.tensor(0, "x");
   const Tensor& w = a.tensor(1, "weight");
   const Tensor* b = a.optional_tensor(2, "bias");
-  check_linear("linear", x, w);
-  if (b) {
-    expect_float_cpu("linear", "bias", *b, &x, "x");
-    expect_shape("linear", "bias", *b, {w.shape[0]});
-  }
-  Shape ys = x.shape;
-  ys.back() = w.shape[0];
-  expect_output_size("linear", ys);
+  const Shape ys = check_linear_forward("linear", x, w, b);
   // residual: added to the output (y = residual + x W^T + b), y's shape
   const Tensor* res = a.optional_tensor(3, "residual");
   if (res) {
@@ -104,18 +110,11 @@ Napi::Value linear_activation(const Napi::CallbackInfo& info) {
   const Tensor& x = a.tensor(0, "x");
   const Tensor& w = a.tensor(1, "weight");
   const Tensor* b = a.optional_tensor(2, "bias");
-  check_linear("linearActivation", x, w);
-  if (b) {
-    expect_float_cpu("linearActivation", "bias", *b, &x, "x");
-    expect_shape("linearActivation", "bias", *b, {w.shape[0]});
-  }
+  check_linear_forward("linearActivation", x, w, b);
   const Napi::Value av = info.Length() > 3 ? info[3] : info.Env().Undefined();
   UnaryOp act;
   if (!av.IsString() || !parse_unary_op(av.As<Napi::String>().Utf8Value(), act))
     type_error("linearActivation", "act", "a unary op name", describe(av));
-  Shape ys = x.shape;
-  ys.back() = w.shape[0];
-  expect_output_size("linearActivation", ys);
   cpu::LinearActivation r = cpu::linear_activation(x, w, b, act);
   Napi::Env env = info.Env();
   Napi::Object o = Napi::Object::New(env);

@@ -19,7 +19,7 @@ import { infoNCE, clampTemperature, type InfoNCEResult } from '../objectives/itc
 import type { DType } from '../native.js';
 import { bool, dtypeField, ensure, int, nullable, num, parseConfig, seedField, type Spec, partial, nested } from './config.js';
 import { withSeed } from './init.js';
-import { EfficientNet, efficientNetConfig, type EfficientNetConfig } from './efficientnet.js';
+import { EfficientNet, efficientNetConfig, EFFICIENTNET_B0_STAGES, type EfficientNetConfig } from './efficientnet.js';
 import { BertModel, bertConfig, type BertConfig } from './bert.js';
 
 export interface AlignConfig {
@@ -65,15 +65,7 @@ export const ALIGN_PRESETS = {
   },
   'align-base': {
     embedDim: 640,
-    vision: { stemChannels: 32, headChannels: 1280, widthMultiplier: 2.0, depthMultiplier: 3.1, stages: [
-      { expandRatio: 1, kernelSize: 3, stride: 1, channels: 16, repeats: 1 },
-      { expandRatio: 6, kernelSize: 3, stride: 2, channels: 24, repeats: 2 },
-      { expandRatio: 6, kernelSize: 5, stride: 2, channels: 40, repeats: 2 },
-      { expandRatio: 6, kernelSize: 3, stride: 2, channels: 80, repeats: 3 },
-      { expandRatio: 6, kernelSize: 5, stride: 1, channels: 112, repeats: 3 },
-      { expandRatio: 6, kernelSize: 5, stride: 2, channels: 192, repeats: 4 },
-      { expandRatio: 6, kernelSize: 3, stride: 1, channels: 320, repeats: 1 },
-    ] },
+    vision: { stemChannels: 32, headChannels: 1280, widthMultiplier: 2.0, depthMultiplier: 3.1, stages: EFFICIENTNET_B0_STAGES },
     text: { vocabSize: 30522, hidden: 768, layers: 12, heads: 12, intermediate: 3072, maxPositions: 512, pooler: false },
   },
 } as const satisfies Record<string, Partial<AlignConfig>>;
